@@ -1,0 +1,1 @@
+"""The embedded dev stack: Tansu broker, embedded Postgres + pgvector, schema registry."""
