@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         'BAR_KAFKA_PROPERTIES=\'{"socket.keepalive.enable": "true"}\'',
     )
     client_timeout_s: float = Field(default=8.0, gt=0)
+    # Kafka's 45 s default makes a group's first join wait for most of it on some
+    # brokers, and detects dead replicas late; 10 s is a common production choice.
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
     # Schema registry -----------------------------------------------------
     schema_registry_url: str = "http://127.0.0.1:8081"

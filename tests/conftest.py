@@ -78,6 +78,7 @@ def settings(broker: str, database_url: str, registry_url: str, session_dir: Pat
         schema_registry_url=registry_url,
         data_dir=session_dir / "data",
         client_timeout_s=5,
+        consumer_session_timeout_ms=6000,
     )
 
 

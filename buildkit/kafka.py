@@ -1,0 +1,48 @@
+"""Shared Kafka plumbing: reachability checks and topic metadata with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata
+
+from buildkit.errors import BrokerUnavailable, UnknownTopic
+from buildkit.settings import Settings
+
+# librdkafka logs connection failures to stderr on its own; route them to Python
+# logging instead so a CLI user sees one clear error, not a stream of retries.
+_QUIET = {"log_level": 0}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    """An AdminClient for the configured cluster."""
+    return AdminClient(settings.kafka_config(**_QUIET))
+
+
+def cluster_metadata(
+    client: Any, settings: Settings, topic: str | None = None
+) -> ClusterMetadata:
+    """Cluster (or one topic's) metadata; :class:`BrokerUnavailable` if nobody answers."""
+    try:
+        md: ClusterMetadata = client.list_topics(topic, timeout=settings.client_timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers} within "
+            f"{settings.client_timeout_s:g}s: {exc.args[0].str() if exc.args else exc} — "
+            "start it with `buildkit dev up` or set BAR_BOOTSTRAP_SERVERS"
+        ) from exc
+    return md
+
+
+def require_topics(client: Any, settings: Settings, topics: list[str]) -> ClusterMetadata:
+    """Metadata of the cluster, after checking every topic in ``topics`` exists on it."""
+    md = cluster_metadata(client, settings)
+    missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None]
+    if missing:
+        names = ", ".join(f'"{t}"' for t in missing)
+        raise UnknownTopic(
+            f"topic {names} does not exist on {settings.bootstrap_servers} — "
+            "run: buildkit topics apply"
+        )
+    return md
