@@ -113,8 +113,14 @@ class TypedConsumer:
         require_topics(self._consumer, settings, self.topics)
         if self.dlq_topic:
             self._prepare_dlq()
-        self._consumer.subscribe(self.topics)
+        self._assigned_at = 0.0
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
         self._closed = False
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Idle time counts from the last (re)assignment: joining a group whose dead
+        # member has not timed out yet can take a whole session timeout.
+        self._assigned_at = time.monotonic()
 
     def _prepare_dlq(self) -> None:
         # The dead-letter topic is declared by the catalog (dlq_spec) and created
@@ -137,7 +143,7 @@ class TypedConsumer:
         batch_size: int = 500,
     ) -> ConsumeStats:
         """Consume until ``max_records`` were handled, ``idle_timeout_s`` passed with
-        nothing new, or ``stop`` is set. Commits after every batch."""
+        nothing new (see :meth:`_idle_for`), or ``stop`` is set. Commits after every batch."""
         last_activity = time.monotonic()
         while not (stop is not None and stop.is_set()):
             if max_records is not None and self.stats.processed + self.stats.dead_lettered >= max_records:
@@ -147,12 +153,25 @@ class TypedConsumer:
                 want = min(batch_size, max_records - self.stats.processed - self.stats.dead_lettered)
             messages = self._consumer.consume(num_messages=want, timeout=0.2)
             if not messages:
-                if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                if idle_timeout_s is not None and self._idle_for(last_activity) > idle_timeout_s:
                     break
                 continue
             last_activity = time.monotonic()
             self._process_batch(messages, handler)
         return self.stats
+
+    def _idle_for(self, last_activity: float) -> float:
+        """Seconds without work that count against the idle timeout.
+
+        Waiting to be assigned partitions does not count until two session
+        timeouts passed: a group whose crashed member still holds partitions
+        only rebalances once the broker has given up on that member.
+        """
+        now = time.monotonic()
+        idle = now - max(last_activity, self._assigned_at)
+        if not self._consumer.assignment():
+            idle -= 2 * self.settings.consumer_session_timeout_ms / 1000
+        return idle
 
     def _process_batch(self, messages: list[Message], handler: Handler) -> None:
         positions: dict[tuple[str, int], int] = {}

@@ -99,7 +99,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if hasattr(value, "value") and type(value).__module__ != "builtins":  # enums

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         description="Any other librdkafka property, as a JSON object: "
         'BAR_KAFKA_PROPERTIES=\'{"socket.keepalive.enable": "true"}\'',
     )
-    client_timeout_s: float = Field(default=8.0, gt=0)
+    client_timeout_s: float = Field(default=6.0, gt=0)
     # Kafka's 45 s default makes a group's first join wait for most of it on some
     # brokers, and detects dead replicas late; 10 s is a common production choice.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)

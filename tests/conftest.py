@@ -86,3 +86,37 @@ def settings(broker: str, database_url: str, registry_url: str, session_dir: Pat
 def prefix() -> str:
     """A topic / group prefix of this test's own, so tests never share state."""
     return f"t-{uuid.uuid4().hex[:8]}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The BAR_* environment that makes a subprocess use ``settings``."""
+    return {
+        **os.environ,
+        "BAR_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "BAR_DATABASE_URL": settings.database_dsn(),
+        "BAR_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+        "BAR_DATA_DIR": str(settings.data_dir),
+        "BAR_CLIENT_TIMEOUT_S": str(settings.client_timeout_s),
+        "BAR_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "COLUMNS": "200",
+    }
+
+
+BUILDKIT = str(Path(sys.executable).parent / "buildkit")
+
+
+@pytest.fixture
+def cli(settings: Settings):  # type: ignore[no-untyped-def]
+    """Run the real ``buildkit`` console script against this session's services."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60):
+        return subprocess.run(
+            [BUILDKIT, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**settings_env(settings), **(env or {})},
+            timeout=timeout,
+        )
+
+    return run

@@ -73,13 +73,13 @@ def start_postgres(
     """Initialise ``pgdata`` if new, start the server on ``host:port``, create the database.
 
     Returns the postmaster's pid. The server log goes to ``log_path`` (default
-    ``pgdata/server.log``); a failure raises :class:`StackError` quoting its end.
+    ``<pgdata>.log`` beside the data directory: initdb wants an empty directory); a failure raises :class:`StackError` quoting its end.
     """
     commands = _commands()
     pgdata = pgdata.absolute()
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
-    log = (log_path or pgdata / "server.log").absolute()
+    log = (log_path or pgdata.with_name(pgdata.name + ".log")).absolute()
     system_user = _system_user(pgdata)
     _prepare_log(log, system_user)
     since = log_size(log)
