@@ -82,7 +82,7 @@ class TopicSpec:
 
     def kafka_config(self) -> dict[str, str]:
         """The topic-level configs this spec sets on the broker."""
-        config = {"cleanup.policy": self.cleanup_policy}
+        config: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
         if "delete" in self.cleanup_policy:
             config["retention.ms"] = (
                 "-1" if self.retention is None else str(int(self.retention.total_seconds() * 1000))
@@ -197,14 +197,14 @@ def default_catalog() -> Catalog:
                 GitLabEvent,
                 retention=timedelta(days=30),
                 key_field="project_id",
-                description="GitLab webhook deliveries, normalized (keyed by project: per-project order)",
+                description="GitLab webhook deliveries, normalized, keyed by project",
             ),
             TopicSpec(
                 "bar.gitlab.actions",
                 GitLabAction,
                 retention=timedelta(days=30),
                 key_field="project_id",
-                description="GitLab side effects for the sink to execute (outbox), keyed by project",
+                description="GitLab side effects for the sink to run (outbox), keyed by project",
             ),
             *(dlq_spec(group) for group in PLATFORM_GROUPS),
         ]

@@ -11,10 +11,17 @@ from __future__ import annotations
 import json
 from typing import IO
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
 
-from buildkit.errors import BuildKitError, UnknownTopic
-from buildkit.kafka import cluster_metadata
+from buildkit.errors import BuildKitError
+from buildkit.kafka import cluster_metadata, missing_topic
 from buildkit.records import GenericDecoder, RawRecord, record_json
 from buildkit.replay import parse_bound
 from buildkit.serde import registry_client
@@ -48,16 +55,18 @@ def run_consume(
     try:
         md = cluster_metadata(consumer, settings)
         if topic not in md.topics:
-            raise UnknownTopic(
-                f'topic "{topic}" does not exist on {settings.bootstrap_servers} — run: buildkit topics apply'
-            )
+            raise missing_topic(settings, topic)
         available = sorted(md.topics[topic].partitions)
         wanted = partitions or available
         missing = [p for p in wanted if p not in available]
         if missing:
-            raise BuildKitError(f"topic {topic} has no partition {missing[0]} (it has {len(available)})")
+            raise BuildKitError(
+                f"topic {topic} has no partition {missing[0]} (it has {len(available)})"
+            )
         highs = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=settings.client_timeout_s)[1]
+            p: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=settings.client_timeout_s
+            )[1]
             for p in wanted
         }
         starts = _start_offsets(wanted, from_beginning, offset)
@@ -109,7 +118,8 @@ def run_consume(
             sink.flush()
             if group is not None and commit:
                 consumer.commit(
-                    offsets=[TopicPartition(topic, p, o) for p, o in commit.items()], asynchronous=False
+                    offsets=[TopicPartition(topic, p, o) for p, o in commit.items()],
+                    asynchronous=False,
                 )
         return written
     finally:
@@ -121,11 +131,19 @@ def _is_eof(msg: Message) -> bool:
     return err is not None and err.code() == KafkaError._PARTITION_EOF
 
 
-def _start_offsets(partitions: list[int], from_beginning: bool, offset: str | None) -> dict[int, int]:
+def _start_offsets(
+    partitions: list[int], from_beginning: bool, offset: str | None
+) -> dict[int, int]:
     if offset is not None:
         bound = parse_bound(offset)
         if bound.kind != "offset":
-            raise BuildKitError(f'--offset "{offset}" is not an offset (42) or per-partition offsets (0:42,1:17)')
-        return {p: bound.offset_for(p) if bound.offset_for(p) is not None else OFFSET_END for p in partitions}  # type: ignore[misc]
+            raise BuildKitError(
+                f'--offset "{offset}" is not an offset (42) or per-partition offsets (0:42,1:17)'
+            )
+        starts: dict[int, int] = {}
+        for p in partitions:
+            given = bound.offset_for(p)
+            starts[p] = OFFSET_END if given is None else given
+        return starts
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     return dict.fromkeys(partitions, start)

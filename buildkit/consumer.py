@@ -56,6 +56,13 @@ class ConsumedRecord:
 
 
 Handler = Callable[[ConsumedRecord], None]
+
+
+def _header_list(msg: Message) -> list[tuple[str, bytes | None]]:
+    """A message's headers as (name, bytes) pairs; librdkafka returns a list or None."""
+    return list(msg.headers() or [])  # type: ignore[arg-type]
+
+
 AsyncHandler = Callable[[ConsumedRecord], Awaitable[None]]
 
 
@@ -129,7 +136,9 @@ class TypedConsumer:
 
         apply_topics(self.settings, Catalog([dlq_spec(self.group_id)]))
         self._dlq = Producer(
-            self.settings.kafka_config(**{"enable.idempotence": True, "acks": "all", "log_level": 0})
+            self.settings.kafka_config(
+                **{"enable.idempotence": True, "acks": "all", "log_level": 0}
+            )
         )
 
     # -- the loop --------------------------------------------------------------
@@ -146,11 +155,16 @@ class TypedConsumer:
         nothing new (see :meth:`_idle_for`), or ``stop`` is set. Commits after every batch."""
         last_activity = time.monotonic()
         while not (stop is not None and stop.is_set()):
-            if max_records is not None and self.stats.processed + self.stats.dead_lettered >= max_records:
+            if (
+                max_records is not None
+                and self.stats.processed + self.stats.dead_lettered >= max_records
+            ):
                 break
             want = batch_size
             if max_records is not None:
-                want = min(batch_size, max_records - self.stats.processed - self.stats.dead_lettered)
+                want = min(
+                    batch_size, max_records - self.stats.processed - self.stats.dead_lettered
+                )
             messages = self._consumer.consume(num_messages=want, timeout=0.2)
             if not messages:
                 if idle_timeout_s is not None and self._idle_for(last_activity) > idle_timeout_s:
@@ -194,12 +208,11 @@ class TypedConsumer:
                     self._dead_letter(msg, failure, attempts=self.max_attempts)
                     dead += 1
             positions[(topic, partition)] = offset + 1
-        if dead and self._dlq is not None:
-            if self._dlq.flush(self.settings.client_timeout_s * 4):
-                # Not acknowledged: do not commit past records we could lose.
-                raise DeliveryError(
-                    f"dead-letter topic {self.dlq_topic} did not acknowledge; offsets not committed"
-                )
+        # A dead letter not acknowledged must not be committed past: it would be lost.
+        if dead and self._dlq is not None and self._dlq.flush(self.settings.client_timeout_s * 4):
+            raise DeliveryError(
+                f"dead-letter topic {self.dlq_topic} did not acknowledge; offsets not committed"
+            )
         if positions:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
@@ -217,7 +230,7 @@ class TypedConsumer:
             msg.timestamp()[1],
             decode_key(msg.key()),
             value,
-            msg.headers() or [],
+            _header_list(msg),
         )
 
     def _handle(self, record: ConsumedRecord, handler: Handler) -> Exception | None:
@@ -243,7 +256,7 @@ class TypedConsumer:
             msg.offset() or 0,
             msg.key(),
             msg.value(),
-            list(msg.headers() or []),
+            _header_list(msg),
             exc,
             attempts,
         )
@@ -261,7 +274,14 @@ class TypedConsumer:
     ) -> None:
         self.stats.dead_lettered += 1
         if self._dlq is None or self.dlq_topic is None:
-            log.error("dropping %s[%d]@%d after %d attempt(s): %s", topic, partition, offset, attempts, exc)
+            log.error(
+                "dropping %s[%d]@%d after %d attempt(s): %s",
+                topic,
+                partition,
+                offset,
+                attempts,
+                exc,
+            )
             return
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         headers = [
@@ -275,8 +295,10 @@ class TypedConsumer:
             ("dlq_attempts", str(attempts).encode()),
             ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
         ]
-        log.warning("dead-lettering %s[%d]@%d to %s: %s", topic, partition, offset, self.dlq_topic, detail)
-        self._dlq.produce(self.dlq_topic, value, key, headers=headers)
+        log.warning(
+            "dead-lettering %s[%d]@%d to %s: %s", topic, partition, offset, self.dlq_topic, detail
+        )
+        self._dlq.produce(self.dlq_topic, value, key, headers=headers)  # type: ignore[arg-type]
         self._dlq.poll(0)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -318,12 +340,17 @@ class AsyncTypedConsumer:
         if self._sync is None:
             self._sync = await asyncio.to_thread(TypedConsumer, *self._args, **self._kwargs)
 
+        async def invoke(record: ConsumedRecord) -> None:
+            await handler(record)
+
         def call(record: ConsumedRecord) -> None:
-            asyncio.run_coroutine_threadsafe(handler(record), loop).result()
+            asyncio.run_coroutine_threadsafe(invoke(record), loop).result()
 
         sync = self._sync
         return await asyncio.to_thread(
-            lambda: sync.run(call, max_records=max_records, idle_timeout_s=idle_timeout_s, stop=stop)
+            lambda: sync.run(
+                call, max_records=max_records, idle_timeout_s=idle_timeout_s, stop=stop
+            )
         )
 
     async def close(self) -> None:

@@ -8,7 +8,9 @@ from buildkit.errors import DatabaseUnavailable
 from buildkit.settings import Settings
 
 
-def connect(settings: Settings, *, autocommit: bool = True, timeout_s: int = 10) -> psycopg.Connection:
+def connect(
+    settings: Settings, *, autocommit: bool = True, timeout_s: int = 10
+) -> psycopg.Connection:
     """A connection to ``BAR_DATABASE_URL``, or a clear error naming the (redacted) address."""
     try:
         return psycopg.connect(

@@ -56,7 +56,9 @@ class HeaderFactory:
         if now_ms != self._last_ms:
             self._last_ms = now_ms
             stamp = datetime.fromtimestamp(now_ms / 1000, UTC)
-            self._last_time = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
+            self._last_time = (
+                stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
+            )
         return self._last_time
 
     def build(

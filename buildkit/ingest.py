@@ -74,7 +74,10 @@ def _array_items(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, An
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
         if pos >= len(text):
-            yield text.count("\n", 0, pos) + 1, json.JSONDecodeError("unterminated array", text, pos)
+            yield (
+                text.count("\n", 0, pos) + 1,
+                json.JSONDecodeError("unterminated array", text, pos),
+            )
             return
         if text[pos] == "]":
             return
@@ -99,7 +102,9 @@ def read_records(text: str, source: str, spec: TopicSpec, *, max_bytes: int) -> 
     """Parse and validate every record; raise :class:`InvalidRecords` listing all problems."""
     model = spec.value_type
     if model is None:
-        raise InvalidRecords(source, [(0, f"topic {spec.name} carries raw bytes; produce events elsewhere")])
+        raise InvalidRecords(
+            source, [(0, f"topic {spec.name} carries raw bytes; produce events elsewhere")]
+        )
     codec = Codec.for_model(model)
     records: list[InputRecord] = []
     problems: list[tuple[int, str]] = []
@@ -132,7 +137,11 @@ def read_records(text: str, source: str, spec: TopicSpec, *, max_bytes: int) -> 
         size += sum(len(k) + len(v) for k, v in headers.items()) + 200  # our own headers
         if size > max_bytes:
             problems.append(
-                (line, f"record is about {size} bytes, over the {max_bytes}-byte limit (message.max.bytes)")
+                (
+                    line,
+                    f"record is about {size} bytes, "
+                    f"over the {max_bytes}-byte limit (message.max.bytes)",
+                )
             )
             continue
         records.append(

@@ -20,9 +20,7 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_config(**_QUIET))
 
 
-def cluster_metadata(
-    client: Any, settings: Settings, topic: str | None = None
-) -> ClusterMetadata:
+def cluster_metadata(client: Any, settings: Settings, topic: str | None = None) -> ClusterMetadata:
     """Cluster (or one topic's) metadata; :class:`BrokerUnavailable` if nobody answers."""
     try:
         md: ClusterMetadata = client.list_topics(topic, timeout=settings.client_timeout_s)
@@ -35,14 +33,18 @@ def cluster_metadata(
     return md
 
 
+def missing_topic(settings: Settings, *topics: str) -> UnknownTopic:
+    """The error for topics that do not exist on the broker."""
+    names = ", ".join(f'"{t}"' for t in topics)
+    return UnknownTopic(
+        f"topic {names} does not exist on {settings.bootstrap_servers} — run: buildkit topics apply"
+    )
+
+
 def require_topics(client: Any, settings: Settings, topics: list[str]) -> ClusterMetadata:
     """Metadata of the cluster, after checking every topic in ``topics`` exists on it."""
     md = cluster_metadata(client, settings)
     missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None]
     if missing:
-        names = ", ".join(f'"{t}"' for t in missing)
-        raise UnknownTopic(
-            f"topic {names} does not exist on {settings.bootstrap_servers} — "
-            "run: buildkit topics apply"
-        )
+        raise missing_topic(settings, *missing)
     return md

@@ -23,7 +23,9 @@ def resource_name(topic: str) -> str:
     return name[:253] or "topic"
 
 
-def kafka_topic(spec: TopicSpec, *, cluster: str, replicas: int, min_insync: int | None) -> dict[str, Any]:
+def kafka_topic(
+    spec: TopicSpec, *, cluster: str, replicas: int, min_insync: int | None
+) -> dict[str, Any]:
     """The ``KafkaTopic`` resource of one catalog topic."""
     name = resource_name(spec.name)
     config: dict[str, Any] = dict(spec.kafka_config())
@@ -34,7 +36,10 @@ def kafka_topic(spec: TopicSpec, *, cluster: str, replicas: int, min_insync: int
         "kind": "KafkaTopic",
         "metadata": {
             "name": name,
-            "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": "agent-buildkit"},
+            "labels": {
+                "strimzi.io/cluster": cluster,
+                "app.kubernetes.io/part-of": "agent-buildkit",
+            },
         },
         "spec": {"partitions": spec.partitions, "replicas": replicas, "config": config},
     }

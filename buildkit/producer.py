@@ -101,9 +101,7 @@ class TypedProducer:
             traceparent=traceparent,
             extra=headers,
         )
-        self.produce_raw(
-            topic, payload, encode_key(key), record_headers, partition, on_delivery
-        )
+        self.produce_raw(topic, payload, encode_key(key), record_headers, partition, on_delivery)
         return record_headers[0][1].decode()
 
     def produce_raw(
@@ -121,7 +119,12 @@ class TypedProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=callback, **kwargs
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=callback,
+                    **kwargs,
                 )
                 break
             except BufferError:
@@ -206,14 +209,18 @@ class AsyncTypedProducer:
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self._sync = TypedProducer(settings, **kwargs)
         self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="bar-producer-poll", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="bar-producer-poll", daemon=True
+        )
         self._poller.start()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self._sync.poll(0.1)
 
-    async def produce(self, topic: str, value: Event, key: str | None = None, **kwargs: Any) -> Delivery:
+    async def produce(
+        self, topic: str, value: Event, key: str | None = None, **kwargs: Any
+    ) -> Delivery:
         """Send one event and wait for the broker's acknowledgement."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivery] = loop.create_future()
@@ -226,7 +233,9 @@ class AsyncTypedProducer:
             if err is not None:
                 future.set_exception(DeliveryError(f"{topic}: {err.str()}"))
             else:
-                future.set_result(Delivery(topic, msg.partition() or 0, msg.offset() or 0, event_id))
+                future.set_result(
+                    Delivery(topic, msg.partition() or 0, msg.offset() or 0, event_id)
+                )
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             loop.call_soon_threadsafe(settle, err, msg)

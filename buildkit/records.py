@@ -47,7 +47,7 @@ class RawRecord:
             msg.timestamp()[1],
             msg.key(),
             msg.value(),
-            list(msg.headers() or []),
+            list(msg.headers() or []),  # type: ignore[arg-type]
         )
 
     @property
@@ -74,7 +74,9 @@ class GenericDecoder:
             return None
         schema_id = peek_schema_id(data)
         if schema_id is None:
-            raise SerializationError(f"value is not in the Confluent wire format ({len(data)} bytes)")
+            raise SerializationError(
+                f"value is not in the Confluent wire format ({len(data)} bytes)"
+            )
         codec = self._codecs.get(schema_id)
         if codec is None:
             try:
@@ -83,13 +85,15 @@ class GenericDecoder:
                 raise SerializationError(
                     f"schema id {schema_id} is unknown to the registry at {self._url}: {exc}"
                 ) from exc
-            codec = self._codecs[schema_id] = Codec(json.loads(schema.schema_str), None)
+            codec = self._codecs[schema_id] = Codec(json.loads(schema.schema_str or "null"), None)
         try:
             return codec.decode(memoryview(data)[5:])
         except SerializationError:
             raise
         except Exception as exc:
-            raise SerializationError(f"value with schema id {schema_id} is malformed: {exc!r}") from exc
+            raise SerializationError(
+                f"value with schema id {schema_id} is malformed: {exc!r}"
+            ) from exc
 
 
 def to_jsonable(value: Any) -> Any:

@@ -25,8 +25,8 @@ from typing import Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from buildkit.errors import BuildKitError, UnknownTopic
-from buildkit.kafka import cluster_metadata
+from buildkit.errors import BuildKitError
+from buildkit.kafka import cluster_metadata, missing_topic
 from buildkit.records import RawRecord
 from buildkit.settings import Settings
 
@@ -52,7 +52,9 @@ class Bound:
     def describe(self) -> str:
         """Human form for progress lines."""
         if self.kind == "time" and self.time_ms is not None:
-            return datetime.fromtimestamp(self.time_ms / 1000, UTC).isoformat(timespec="milliseconds")
+            return datetime.fromtimestamp(self.time_ms / 1000, UTC).isoformat(
+                timespec="milliseconds"
+            )
         if self.offsets is not None:
             return ",".join(f"{p}:{o}" for p, o in sorted(self.offsets.items()))
         return "open" if self.kind == "open" else f"offset {self.offset}"
@@ -154,21 +156,22 @@ class BrokerReplay:
         )
         md = cluster_metadata(self._consumer, settings)
         if topic not in md.topics:
-            raise UnknownTopic(
-                f'topic "{topic}" does not exist on {settings.bootstrap_servers} — '
-                "run: buildkit topics apply"
-            )
+            raise missing_topic(settings, topic)
         available = sorted(md.topics[topic].partitions)
         wanted = available if partitions is None else partitions
         unknown = [p for p in wanted if p not in available]
         if unknown:
-            raise BuildKitError(f"topic {topic} has no partition {unknown[0]} (it has {len(available)})")
+            raise BuildKitError(
+                f"topic {topic} has no partition {unknown[0]} (it has {len(available)})"
+            )
         self.plans = [self._plan(p) for p in wanted]
         self.stats.estimated_total = sum(max(0, p.high - p.first) for p in self.plans)
 
     def _plan(self, partition: int) -> PartitionPlan:
         timeout = self.settings.client_timeout_s
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout=timeout
+        )
         start = low
         if self.start.kind == "offset":
             start = max(low, self.start.offset_for(partition) or 0)
@@ -177,7 +180,7 @@ class BrokerReplay:
         return PartitionPlan(partition, start, min(start, max(high, low)), high)
 
     def _verified_time_hint(self, partition: int, time_ms: int, low: int) -> int:
-        """offsets-for-times as a hint: kept only if the record before it is older than ``time_ms``."""
+        """offsets-for-times as a hint, kept only if the record before it is older."""
         timeout = self.settings.client_timeout_s
         try:
             [found] = self._consumer.offsets_for_times(
@@ -228,7 +231,12 @@ class BrokerReplay:
         if not pending:
             return
         self._consumer.assign(
-            [TopicPartition(self.topic, p.partition, p.start if p.start >= 0 else OFFSET_BEGINNING) for p in pending]
+            [
+                TopicPartition(
+                    self.topic, p.partition, p.start if p.start >= 0 else OFFSET_BEGINNING
+                )
+                for p in pending
+            ]
         )
         last_activity = time.monotonic()
         try:
@@ -253,7 +261,9 @@ class BrokerReplay:
                             if (msg.offset() or 0) >= plan.high:
                                 self._finish(plan)
                             continue
-                        raise BuildKitError(f"replay of {self.topic}[{plan.partition}] failed: {err.str()}")
+                        raise BuildKitError(
+                            f"replay of {self.topic}[{plan.partition}] failed: {err.str()}"
+                        )
                     record = RawRecord.from_message(msg)
                     if record.offset < plan.first:
                         continue

@@ -26,7 +26,12 @@ class ReplaySource(Protocol):
 
 
 def open_source(
-    settings: Settings, topic: str, start: str | None, end: str | None, partitions: list[int] | None, source: str
+    settings: Settings,
+    topic: str,
+    start: str | None,
+    end: str | None,
+    partitions: list[int] | None,
+    source: str,
 ) -> ReplaySource:
     """The replay source named by ``--source``."""
     lower, upper = parse_bound(start), parse_bound(end)
@@ -86,7 +91,10 @@ def run_replay(
                 if producer is not None and to_topic is not None:
                     headers = [
                         *record.headers,
-                        ("bar_replayed_from", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+                        (
+                            "bar_replayed_from",
+                            f"{record.topic}/{record.partition}/{record.offset}".encode(),
+                        ),
                     ]
                     producer.produce_raw(to_topic, record.value, record.key, headers)  # type: ignore[arg-type]
         if producer is not None:

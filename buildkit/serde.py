@@ -72,8 +72,7 @@ class TopicSerde:
         """Wire-format bytes of ``value``."""
         if type(value) is not self.model:
             raise SerializationError(
-                f"topic {self.spec.name} carries {self.model.__name__}, "
-                f"got {type(value).__name__}"
+                f"topic {self.spec.name} carries {self.model.__name__}, got {type(value).__name__}"
             )
         buf = bytearray(self.prefix)
         try:
@@ -115,7 +114,7 @@ class TopicSerde:
                 f"record on {self.spec.name} names schema id {schema_id}, "
                 f"which the registry at {self._url} does not know: {exc}"
             ) from exc
-        writer = parse_schema(json.loads(found.schema_str))
+        writer = parse_schema(json.loads(found.schema_str or "null"))
         reader_schema = parse_schema(self.model.avro_schema())
         model = self.model
 
@@ -158,7 +157,7 @@ class SerdeRegistry:
                 registered = call_registry(
                     url, lambda: self.client.lookup_schema(spec.value_subject, schema)
                 )
-                schema_id = registered.schema_id
+                schema_id = registered.schema_id or 0
         except SchemaRegistryError as exc:
             raise SchemaNotFound(
                 f"schema registry at {url} refused {spec.value_type.__name__} under subject "

@@ -20,8 +20,8 @@ from confluent_kafka.admin import (
 )
 
 from buildkit.catalog import Catalog
-from buildkit.errors import BuildKitError, UnknownTopic
-from buildkit.kafka import admin_client, cluster_metadata
+from buildkit.errors import BuildKitError
+from buildkit.kafka import admin_client, cluster_metadata, missing_topic
 from buildkit.settings import Settings
 
 ChangeKind = Literal["created", "partitions", "config", "unchanged"]
@@ -68,7 +68,9 @@ def apply_topics(
                 if err.name() != "TOPIC_ALREADY_EXISTS":  # created concurrently: fine
                     raise BuildKitError(f"cannot create topic {spec.name}: {err.str()}") from exc
             changes.append(
-                TopicChange(spec.name, "created", f"{spec.partitions} partition(s), {spec.kafka_config()}")
+                TopicChange(
+                    spec.name, "created", f"{spec.partitions} partition(s), {spec.kafka_config()}"
+                )
             )
 
     existing = [spec for spec in catalog if spec.name in md.topics]
@@ -125,7 +127,9 @@ def apply_topics(
                 raise BuildKitError(
                     f"cannot set {drift} on topic {spec.name}: {exc.args[0].str()}"
                 ) from exc
-            changes.append(TopicChange(spec.name, "config", ", ".join(f"{k}={v}" for k, v in drift.items())))
+            changes.append(
+                TopicChange(spec.name, "config", ", ".join(f"{k}={v}" for k, v in drift.items()))
+            )
     return changes
 
 
@@ -167,11 +171,11 @@ def describe_topic(settings: Settings, name: str, *, with_groups: bool = True) -
     admin = admin_client(settings)
     md = cluster_metadata(admin, settings)
     if name not in md.topics:
-        raise UnknownTopic(
-            f'topic "{name}" does not exist on {settings.bootstrap_servers} — run: buildkit topics apply'
-        )
+        raise missing_topic(settings, name)
     partitions = sorted(md.topics[name].partitions)
-    consumer = Consumer(settings.kafka_config(**{"group.id": "bar-topics-describe", "log_level": 0}))
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": "bar-topics-describe", "log_level": 0})
+    )
     try:
         infos = []
         for p in partitions:
@@ -183,7 +187,9 @@ def describe_topic(settings: Settings, name: str, *, with_groups: bool = True) -
         consumer.close()
     resource = ConfigResource(ConfigResource.Type.TOPIC, name)
     try:
-        entries = admin.describe_configs([resource], request_timeout=settings.client_timeout_s)[resource].result()
+        entries = admin.describe_configs([resource], request_timeout=settings.client_timeout_s)[
+            resource
+        ].result()
         config = {k: str(v.value) for k, v in entries.items() if v.value is not None}
     except KafkaException:
         config = {}
@@ -191,7 +197,9 @@ def describe_topic(settings: Settings, name: str, *, with_groups: bool = True) -
     return TopicDescription(name, infos, config, groups)
 
 
-def _group_lag(settings: Settings, admin: object, topic: str, infos: list[PartitionInfo]) -> list[GroupLag]:
+def _group_lag(
+    settings: Settings, admin: object, topic: str, infos: list[PartitionInfo]
+) -> list[GroupLag]:
     from confluent_kafka.admin import AdminClient
 
     assert isinstance(admin, AdminClient)
@@ -205,11 +213,15 @@ def _group_lag(settings: Settings, admin: object, topic: str, infos: list[Partit
     for group in sorted(g.group_id for g in listed.valid):
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in highs])
         try:
-            offsets = admin.list_consumer_group_offsets([request], request_timeout=timeout)[group].result()
+            offsets = admin.list_consumer_group_offsets([request], request_timeout=timeout)[
+                group
+            ].result()
         except KafkaException:
             continue
         committed = {
-            tp.partition: tp.offset for tp in offsets.topic_partitions if tp.offset is not None and tp.offset >= 0
+            tp.partition: tp.offset
+            for tp in offsets.topic_partitions
+            if tp.offset is not None and tp.offset >= 0
         }
         if not committed:
             continue

@@ -109,7 +109,9 @@ BUILDKIT = str(Path(sys.executable).parent / "buildkit")
 def cli(settings: Settings):  # type: ignore[no-untyped-def]
     """Run the real ``buildkit`` console script against this session's services."""
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60):
+    def run(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ):
         return subprocess.run(
             [BUILDKIT, *args],
             input=input,

@@ -42,7 +42,11 @@ def mine(rows: list[dict], prefix: str) -> list[dict]:
 
 def test_produce_then_consume_round_trips_values_keys_and_headers(cli, prefix, tmp_path):
     lines = [json.dumps(result_json(f"{prefix}-{n}")) for n in range(3)]
-    envelope = {"key": f"{prefix}-custom", "value": result_json(f"{prefix}-3"), "headers": {"x-team": "platform"}}
+    envelope = {
+        "key": f"{prefix}-custom",
+        "value": result_json(f"{prefix}-3"),
+        "headers": {"x-team": "platform"},
+    }
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join([*lines, "", json.dumps(envelope)]) + "\n")
     done = cli("produce", TOPIC, "--file", str(source))
@@ -57,7 +61,11 @@ def test_produce_then_consume_round_trips_values_keys_and_headers(cli, prefix, t
     assert by_id[f"{prefix}-0"]["value"]["finished_at"] == "2026-11-25T10:00:03.250Z"
     assert by_id[f"{prefix}-0"]["value"]["metrics"] == {"coverage": 91.5}
     # What consume prints, produce takes back (stdin this time).
-    again = cli("produce", TOPIC, input=json.dumps(by_id[f"{prefix}-3"] | {"value": result_json(f"{prefix}-4")}))
+    again = cli(
+        "produce",
+        TOPIC,
+        input=json.dumps(by_id[f"{prefix}-3"] | {"value": result_json(f"{prefix}-4")}),
+    )
     assert again.returncode == 0, again.stderr
     assert f"{prefix}-4" in {r["value"]["task_id"] for r in consume_all(cli)}
 
@@ -68,7 +76,9 @@ def test_one_invalid_record_means_nothing_is_sent(cli, prefix, tmp_path):
     bad_enum = json.dumps(result_json(f"{prefix}-bad2", status="MAYBE"))
     missing = json.dumps({"task_id": f"{prefix}-bad3"})
     source = tmp_path / "mixed.jsonl"
-    source.write_text("\n".join([good, wrong_type, "{not json", bad_enum, missing, "[1, 2]"]) + "\n")
+    source.write_text(
+        "\n".join([good, wrong_type, "{not json", bad_enum, missing, "[1, 2]"]) + "\n"
+    )
     done = cli("produce", TOPIC, "--file", str(source))
     assert done.returncode == 1
     err = done.stderr
@@ -83,7 +93,9 @@ def test_one_invalid_record_means_nothing_is_sent(cli, prefix, tmp_path):
 
 def test_dry_run_validates_and_sends_nothing(cli, prefix, tmp_path):
     source = tmp_path / "array.json"
-    source.write_text(json.dumps([result_json(f"{prefix}-a"), result_json(f"{prefix}-b")], indent=2))
+    source.write_text(
+        json.dumps([result_json(f"{prefix}-a"), result_json(f"{prefix}-b")], indent=2)
+    )
     done = cli("produce", TOPIC, "--file", str(source), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "2 record(s) valid" in done.stderr
@@ -127,7 +139,9 @@ def test_consume_options_max_offset_partition_and_group(cli, prefix, tmp_path):
     partition = everything[0]["partition"]
     offsets = [r["offset"] for r in everything]
     assert len(everything) == 6 and offsets == sorted(offsets)
-    first = cli("consume", TOPIC, "--partition", str(partition), "--offset", str(offsets[2]), "--max", "2")
+    first = cli(
+        "consume", TOPIC, "--partition", str(partition), "--offset", str(offsets[2]), "--max", "2"
+    )
     assert [json.loads(line)["offset"] for line in first.stdout.splitlines()] == offsets[2:4]
     group = f"{prefix}-grp"
     one = cli("consume", TOPIC, "--group", group, "--from-beginning")
@@ -141,15 +155,31 @@ def test_consume_options_max_offset_partition_and_group(cli, prefix, tmp_path):
 
 def test_replay_cli_writes_exact_range_with_filter(cli, prefix, tmp_path):
     source = tmp_path / "in.jsonl"
-    rows = [{"key": prefix, "value": result_json(f"{prefix}-{n}", status="FAILED" if n % 2 else "SUCCEEDED")} for n in range(8)]
+    rows = [
+        {
+            "key": prefix,
+            "value": result_json(f"{prefix}-{n}", status="FAILED" if n % 2 else "SUCCEEDED"),
+        }
+        for n in range(8)
+    ]
     source.write_text("\n".join(json.dumps(r) for r in rows))
     assert cli("produce", TOPIC, "--file", str(source)).returncode == 0
     everything = mine(consume_all(cli), prefix)
     p, offsets = everything[0]["partition"], [r["offset"] for r in everything]
     out = tmp_path / "failed.jsonl"
     done = cli(
-        "replay", TOPIC, "--partition", str(p), "--from", str(offsets[1]), "--to", str(offsets[6]),
-        "--filter", "status=FAILED", "--out", str(out),
+        "replay",
+        TOPIC,
+        "--partition",
+        str(p),
+        "--from",
+        str(offsets[1]),
+        "--to",
+        str(offsets[6]),
+        "--filter",
+        "status=FAILED",
+        "--out",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     got = [json.loads(line)["value"]["task_id"] for line in out.read_text().splitlines()]

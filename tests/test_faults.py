@@ -42,7 +42,11 @@ def test_every_command_fails_fast_and_clearly_when_the_broker_is_down(cli):
 
     def run(args: tuple[str, ...]) -> tuple[tuple[str, ...], float, subprocess.CompletedProcess]:
         started = time.monotonic()
-        done = cli(*args, input=VALID_RESULT, env={"BAR_BOOTSTRAP_SERVERS": dead, "BAR_CLIENT_TIMEOUT_S": "6"})
+        done = cli(
+            *args,
+            input=VALID_RESULT,
+            env={"BAR_BOOTSTRAP_SERVERS": dead, "BAR_CLIENT_TIMEOUT_S": "6"},
+        )
         return args, time.monotonic() - started, done
 
     with ThreadPoolExecutor(len(commands)) as pool:
@@ -57,7 +61,9 @@ def test_every_command_fails_fast_and_clearly_when_the_broker_is_down(cli):
 def test_registry_down_is_named_and_nothing_is_sent(cli, settings):
     apply_topics(settings, default_catalog())
     url = f"http://127.0.0.1:{free_port()}"
-    done = cli("produce", "bar.tasks.results", input=VALID_RESULT, env={"BAR_SCHEMA_REGISTRY_URL": url})
+    done = cli(
+        "produce", "bar.tasks.results", input=VALID_RESULT, env={"BAR_SCHEMA_REGISTRY_URL": url}
+    )
     assert done.returncode == 3
     assert f"cannot reach the schema registry at {url}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -87,11 +93,15 @@ def test_consumer_killed_mid_batch_loses_nothing(settings, prefix, tmp_path):
     env["PYTHONPATH"] = str(Path(__file__).parent.parent)
 
     def start(delay: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(helper), topic, group, str(out), delay], env=env)
+        return subprocess.Popen(
+            [sys.executable, str(helper), topic, group, str(out), delay], env=env
+        )
 
     proc = start("0.01")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 80):
+    while time.monotonic() < deadline and (
+        not out.exists() or len(out.read_text().splitlines()) < 80
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)

@@ -21,7 +21,9 @@ from tests.helpers.events import task
 BATCHES, PER_BATCH, PARTITIONS = 3, 10, 3
 
 
-def produce_batches(settings: Settings, catalog: Catalog, topic: str, prefix: str, start: int = 0) -> list[int]:
+def produce_batches(
+    settings: Settings, catalog: Catalog, topic: str, prefix: str, start: int = 0
+) -> list[int]:
     """Send BATCHES flushes of PER_BATCH records to every partition; return each record's ms."""
     stamps = []
     with TypedProducer(settings, catalog=catalog, **{"linger.ms": 50}) as producer:
@@ -51,7 +53,9 @@ def test_broker_watermark_and_offsets_for_times_are_not_trusted(settings, loaded
     consumer = Consumer(settings.kafka_config(**{"group.id": "probe"}))
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
-        [hint] = consumer.offsets_for_times([TopicPartition(topic, 0, int(time.time() * 1000) + 60_000)], timeout=5)
+        [hint] = consumer.offsets_for_times(
+            [TopicPartition(topic, 0, int(time.time() * 1000) + 60_000)], timeout=5
+        )
     finally:
         consumer.close()
     # Whatever this broker answers, replay must be exact; on Tansu high is 21 for 30 records.
@@ -62,7 +66,9 @@ def test_broker_watermark_and_offsets_for_times_are_not_trusted(settings, loaded
     finally:
         replay.close()
     assert len(records) == total * PARTITIONS
-    per_partition = {p: sorted(r.offset for r in records if r.partition == p) for p in range(PARTITIONS)}
+    per_partition = {
+        p: sorted(r.offset for r in records if r.partition == p) for p in range(PARTITIONS)
+    }
     assert all(offsets == list(range(total)) for offsets in per_partition.values())
     # A future timestamp has no record: a correct broker answers -1 / end, Tansu answers 0.
     assert hint.offset in (-1, 0, total, high)
@@ -77,7 +83,9 @@ def test_offset_range_is_exact_per_partition(settings, loaded):
         replay.close()
     for p in range(PARTITIONS):
         assert sorted(r.offset for r in records if r.partition == p) == list(range(5, 25))
-    per_partition = BrokerReplay(settings, topic, parse_bound("0:28,2:1"), parse_bound("0:29,1:2,2:2"))
+    per_partition = BrokerReplay(
+        settings, topic, parse_bound("0:28,2:1"), parse_bound("0:29,1:2,2:2")
+    )
     try:
         got = sorted((r.partition, r.offset) for r in per_partition.records())
     finally:
@@ -103,7 +111,9 @@ def test_time_range_is_exact_although_offsets_for_times_answers_zero(settings, p
     def iso(ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
-    replay = BrokerReplay(settings, topic, parse_bound(iso(window_start)), parse_bound(iso(window_end)))
+    replay = BrokerReplay(
+        settings, topic, parse_bound(iso(window_start)), parse_bound(iso(window_end))
+    )
     try:
         records = list(replay.records())
     finally:
@@ -114,17 +124,21 @@ def test_time_range_is_exact_although_offsets_for_times_answers_zero(settings, p
 
 
 def test_replay_filters_to_file_and_copies_to_topic(settings, loaded, prefix, tmp_path):
-    catalog, topic = loaded
+    _, topic = loaded
     target = f"{prefix}.copy"
     apply_topics(settings, Catalog([TopicSpec(target, AgentTask, partitions=1)]))
     wanted = task(17, prefix).task_id
     out = tmp_path / "out.jsonl"
     with out.open("w") as sink:
-        stats = run_replay(settings, topic, None, None, [("task_id", wanted)], sink=sink, show_progress=False)
+        stats = run_replay(
+            settings, topic, None, None, [("task_id", wanted)], sink=sink, show_progress=False
+        )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert stats.kept == 1 and [r["value"]["task_id"] for r in rows] == [wanted]
     assert rows[0]["headers"]["ce_type"] == "io.buildkit.bar.AgentTask"
-    copied = run_replay(settings, topic, "0:0", "0:9", [], to_topic=target, partitions=[0], show_progress=False)
+    copied = run_replay(
+        settings, topic, "0:0", "0:9", [], to_topic=target, partitions=[0], show_progress=False
+    )
     assert copied.kept == 10
     replay = BrokerReplay(settings, target, parse_bound(None), parse_bound(None))
     try:

@@ -20,8 +20,12 @@ from buildkit.topics import apply_topics
 from tests.helpers.events import T0, heartbeat, task
 
 
-def read_raw(settings: Settings, topic: str, partitions: int = 1, expect: int | None = None) -> list:
-    consumer = Consumer(settings.kafka_config(**{"group.id": "raw-reader", "enable.partition.eof": True}))
+def read_raw(
+    settings: Settings, topic: str, partitions: int = 1, expect: int | None = None
+) -> list:
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": "raw-reader", "enable.partition.eof": True})
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     found, eofs = [], set()
     try:
@@ -89,14 +93,18 @@ def test_consumer_hands_over_every_event_and_dead_letters_poison(settings, catal
         seen.append(record)
 
     group = f"{prefix}-group"
-    consumer = TypedConsumer(settings, group, [topic], catalog=catalog, max_attempts=3, retry_backoff_s=0.01)
+    consumer = TypedConsumer(
+        settings, group, [topic], catalog=catalog, max_attempts=3, retry_backoff_s=0.01
+    )
     try:
         stats = consumer.run(handle, max_records=30, idle_timeout_s=20)
     finally:
         consumer.close()
     assert stats.processed == 29 and stats.dead_lettered == 1
     assert calls[poison] == 3
-    assert sorted(r.value.task_id for r in seen) == sorted(e.task_id for e in events if e.task_id != poison)
+    assert sorted(r.value.task_id for r in seen) == sorted(
+        e.task_id for e in events if e.task_id != poison
+    )
     assert all(r.value == events[int(r.value.task_id.rsplit("-", 1)[1])] for r in seen)
     dead = read_raw(settings, dlq_topic_name(group))
     assert len(dead) == 1
@@ -107,7 +115,7 @@ def test_consumer_hands_over_every_event_and_dead_letters_poison(settings, catal
     assert headers["dlq_source_topic"] == topic.encode()
     assert headers["dlq_attempts"] == b"3"
     source = (headers["dlq_source_partition"], headers["dlq_source_offset"])
-    original = [m for m in read_raw(settings, topic, 3) if m.key() == poison.encode()][0]
+    original = next(m for m in read_raw(settings, topic, 3) if m.key() == poison.encode())
     assert source == (str(original.partition()).encode(), str(original.offset()).encode())
     assert dead[0].value() == original.value()  # the original bytes, untouched
     # Everything was committed: a new consumer in the same group gets nothing.
@@ -173,9 +181,9 @@ def test_async_producer_and_consumer_round_trip(settings, catalog, prefix):
             deliveries = await asyncio.gather(
                 *(producer.produce(topic, task(n, prefix), key=f"k{n}") for n in range(10))
             )
-        assert sorted(d.offset for d in deliveries if d.partition == deliveries[0].partition) == sorted(
-            {d.offset for d in deliveries if d.partition == deliveries[0].partition}
-        )
+        assert sorted(
+            d.offset for d in deliveries if d.partition == deliveries[0].partition
+        ) == sorted({d.offset for d in deliveries if d.partition == deliveries[0].partition})
         assert len({d.event_id for d in deliveries}) == 10
         seen: list[str] = []
 

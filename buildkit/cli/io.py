@@ -38,7 +38,9 @@ def produce(
     file: Annotated[
         str, typer.Option("--file", "-f", help="JSON, JSON array or JSON Lines file; - for stdin.")
     ] = "-",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; send nothing.")
+    ] = False,
 ) -> None:
     """Validate records against the topic's contract, then send them all (or none).
 
@@ -56,7 +58,9 @@ def produce(
     spec = default_catalog().get(topic)
     text, source = _read_input(file)
     conf = settings.kafka_config(**PRODUCER_DEFAULTS)
-    records = read_records(text, source, spec, max_bytes=int(conf.get("message.max.bytes", 1_000_000)))
+    records = read_records(
+        text, source, spec, max_bytes=int(conf.get("message.max.bytes", 1_000_000))
+    )
     if dry_run:
         console.print(f"{len(records)} record(s) valid for {topic}; nothing sent (--dry-run)")
         return
@@ -75,7 +79,9 @@ def produce(
             headers=record.headers or None,
         )
     stats = producer.flush()
-    console.print(f"{stats.acked} record(s) acknowledged by {settings.bootstrap_servers} on {topic}")
+    console.print(
+        f"{stats.acked} record(s) acknowledged by {settings.bootstrap_servers} on {topic}"
+    )
 
 
 def _parse_partitions(values: list[int] | None) -> list[int] | None:
@@ -85,15 +91,23 @@ def _parse_partitions(values: list[int] | None) -> list[int] | None:
 @handle_errors
 def consume(
     topic: Annotated[str, typer.Argument(help="Topic to read.")],
-    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest record.")] = False,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest record.")
+    ] = False,
     offset: Annotated[
-        str | None, typer.Option("--offset", help="Start offset: 42 (every partition) or 0:42,1:17.")
+        str | None,
+        typer.Option("--offset", help="Start offset: 42 (every partition) or 0:42,1:17."),
     ] = None,
     group: Annotated[
-        str | None, typer.Option("--group", help="Consume in this group and commit what was printed.")
+        str | None,
+        typer.Option("--group", help="Consume in this group and commit what was printed."),
     ] = None,
-    max_records: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N records.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", help="Keep waiting for new records (Ctrl-C stops).")] = False,
+    max_records: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after N records.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep waiting for new records (Ctrl-C stops).")
+    ] = False,
     partition: Annotated[
         list[int] | None, typer.Option("--partition", help="Only this partition (repeatable).")
     ] = None,
@@ -130,17 +144,23 @@ def replay(
     topic: Annotated[str, typer.Argument(help="Topic to replay.")],
     from_: Annotated[
         str | None,
-        typer.Option("--from", help="Start: offset (100), per partition (0:10,1:12), time (ISO-8601, -1h)."),
+        typer.Option(
+            "--from", help="Start: offset (100), per partition (0:10,1:12), time (ISO-8601, -1h)."
+        ),
     ] = None,
-    to: Annotated[str | None, typer.Option("--to", help="End (inclusive), same forms as --from.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="End (inclusive), same forms as --from.")
+    ] = None,
     filters: Annotated[
-        list[str] | None, typer.Option("--filter", help="field=value on the event (dotted paths); repeatable.")
+        list[str] | None,
+        typer.Option("--filter", help="field=value on the event (dotted paths); repeatable."),
     ] = None,
     out_file: Annotated[
         str | None, typer.Option("--out", help="Write JSON Lines here (- for stdout).")
     ] = None,
     to_topic: Annotated[
-        str | None, typer.Option("--to-topic", help="Copy the records (bytes and headers as they are) here.")
+        str | None,
+        typer.Option("--to-topic", help="Copy the records (bytes and headers as they are) here."),
     ] = None,
     partition: Annotated[
         list[int] | None, typer.Option("--partition", help="Only this partition (repeatable).")
@@ -157,7 +177,8 @@ def replay(
     watermark. --source archive reads the Postgres audit archive instead, which
     survives a broker that lost its data.
 
-    Example: buildkit replay bar.tasks.results --from -1h --to now --filter status=FAILED --out failed.jsonl
+    Example: buildkit replay bar.tasks.results --from -1h --to now
+    --filter status=FAILED --out failed.jsonl
     """
     from buildkit.replay_runner import run_replay
 
@@ -175,7 +196,11 @@ def replay(
     with ExitStack() as stack:
         sink: IO[str] | None = None
         if out_file is not None:
-            sink = sys.stdout if out_file == "-" else stack.enter_context(open(out_file, "w", encoding="utf-8"))  # noqa: SIM115
+            sink = (
+                sys.stdout
+                if out_file == "-"
+                else stack.enter_context(open(out_file, "w", encoding="utf-8"))
+            )
         stats = run_replay(
             settings,
             topic,
@@ -188,7 +213,9 @@ def replay(
             source=source,
         )
     where = out_file if out_file is not None else f"topic {to_topic}"
-    console.print(f"replayed {stats.kept} record(s) of {topic} to {where} ({stats.read} read in range)")
+    console.print(
+        f"replayed {stats.kept} record(s) of {topic} to {where} ({stats.read} read in range)"
+    )
 
 
 def dump_json(record: dict[str, Any]) -> str:

@@ -31,7 +31,11 @@ def apply(
     changes = apply_topics(settings, default_catalog(), replication_factor=replication_factor)
     table = Table("topic", "change", "detail", title=f"topics on {settings.bootstrap_servers}")
     for change in changes:
-        style = "green" if change.kind == "created" else ("yellow" if change.kind != "unchanged" else "dim")
+        style = (
+            "green"
+            if change.kind == "created"
+            else ("yellow" if change.kind != "unchanged" else "dim")
+        )
         table.add_row(change.topic, f"[{style}]{change.kind}[/{style}]", change.detail)
     out.print(table)
     changed = sum(1 for c in changes if c.kind != "unchanged")
@@ -41,8 +45,12 @@ def apply(
 @app.command("manifests")
 @handle_errors
 def manifests(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into.")] = Path("strimzi/topics"),
-    cluster: Annotated[str, typer.Option(help="Value of the strimzi.io/cluster label.")] = "bar-kafka",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into.")] = Path(
+        "strimzi/topics"
+    ),
+    cluster: Annotated[
+        str, typer.Option(help="Value of the strimzi.io/cluster label.")
+    ] = "bar-kafka",
     replicas: Annotated[int, typer.Option(help="spec.replicas of every topic.")] = 3,
     min_insync: Annotated[int, typer.Option(help="min.insync.replicas of every topic.")] = 2,
 ) -> None:
@@ -71,10 +79,21 @@ def list_topics() -> None:
 
     settings = load_settings()
     md = cluster_metadata(admin_client(settings), settings)
-    table = Table("topic", "value", "partitions", "cleanup", "on broker", title=f"catalog · {settings.bootstrap_servers}")
+    table = Table(
+        "topic",
+        "value",
+        "partitions",
+        "cleanup",
+        "on broker",
+        title=f"catalog · {settings.bootstrap_servers}",
+    )
     for spec in default_catalog():
         on_broker = md.topics.get(spec.name)
-        state = "[red]missing[/red]" if on_broker is None else f"{len(on_broker.partitions)} partition(s)"
+        state = (
+            "[red]missing[/red]"
+            if on_broker is None
+            else f"{len(on_broker.partitions)} partition(s)"
+        )
         value = spec.value_type.__name__ if spec.value_type else "raw bytes"
         table.add_row(spec.name, value, str(spec.partitions), spec.cleanup_policy, state)
     out.print(table)

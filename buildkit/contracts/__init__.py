@@ -1,0 +1,41 @@
+"""Event contracts: the pydantic models, their enums and the Avro codec.
+
+Each event type is one pydantic model (:mod:`buildkit.contracts.events`) and one
+``schemas/*.avsc`` record; ``buildkit schemas check`` proves the two agree and
+that every change stays BACKWARD_TRANSITIVE compatible. Importing this package
+stays cheap: stdlib and pydantic only, no Kafka client.
+"""
+
+from buildkit.contracts.base import Event, event_types, register
+from buildkit.contracts.codec import Codec
+from buildkit.contracts.events import (
+    ActionKind,
+    AgentError,
+    AgentHeartbeat,
+    AgentKind,
+    AgentRegistration,
+    AgentResult,
+    AgentTask,
+    GitLabAction,
+    GitLabEvent,
+    ReplicaState,
+    TaskStatus,
+)
+
+__all__ = [
+    "ActionKind",
+    "AgentError",
+    "AgentHeartbeat",
+    "AgentKind",
+    "AgentRegistration",
+    "AgentResult",
+    "AgentTask",
+    "Codec",
+    "Event",
+    "GitLabAction",
+    "GitLabEvent",
+    "ReplicaState",
+    "TaskStatus",
+    "event_types",
+    "register",
+]

@@ -29,7 +29,9 @@ _PRIMITIVES: dict[Any, Any] = {
 
 def model_avro_schema(model: type[BaseModel], namespace: str = "io.buildkit.bar") -> dict[str, Any]:
     """The Avro record schema that ``model`` maps to (named types inlined at first use)."""
-    return _record(model, namespace, set())
+    record = _record(model, namespace, set())
+    assert isinstance(record, dict)
+    return record
 
 
 def _record(model: type[BaseModel], namespace: str, seen: set[str]) -> dict[str, Any] | str:
@@ -55,10 +57,7 @@ def _record(model: type[BaseModel], namespace: str, seen: set[str]) -> dict[str,
 
 
 def _default(info: Any) -> Any:
-    if info.default_factory is not None:
-        value = info.default_factory()
-    else:
-        value = info.default
+    value = info.default_factory() if info.default_factory is not None else info.default
     if value is PydanticUndefined:
         return value
     if isinstance(value, enum.Enum):

@@ -90,6 +90,9 @@ def read_long(data: bytes | memoryview, pos: int) -> tuple[int, int]:
 def read_string(data: bytes | memoryview, pos: int) -> tuple[str, int]:
     """Read a length-prefixed UTF-8 string."""
     n, pos = read_long(data, pos)
+    if n < 0:
+        # Else the position moves backwards: a malformed record could loop for ever.
+        raise ValueError(f"negative string length {n}")
     end = pos + n
     return bytes(data[pos:end]).decode(), end
 
@@ -97,6 +100,8 @@ def read_string(data: bytes | memoryview, pos: int) -> tuple[str, int]:
 def read_bytes(data: bytes | memoryview, pos: int) -> tuple[bytes, int]:
     """Read length-prefixed bytes."""
     n, pos = read_long(data, pos)
+    if n < 0:
+        raise ValueError(f"negative bytes length {n}")
     end = pos + n
     return bytes(data[pos:end]), end
 
@@ -396,8 +401,30 @@ class Codec:
         return bytes(buf)
 
     def decode(self, data: bytes | memoryview, pos: int = 0) -> Any:
-        """Decode one value starting at ``pos``; trailing bytes are an error."""
-        value, end = self._decode(data, pos)
+        """Decode one value starting at ``pos``.
+
+        Truncated or malformed input and trailing bytes raise
+        :class:`buildkit.errors.SerializationError` (also a confluent-kafka
+        ``SerializationError``), so a consumer can dead-letter the record.
+        """
+        # One try around the whole record: free on the happy path (3.11+), and
+        # the generated per-field code stays free of checks.
+        try:
+            value, end = self._decode(data, pos)
+        except (IndexError, ValueError, OverflowError, struct.error) as exc:
+            raise self._malformed(data, pos, f"{type(exc).__name__}: {exc}") from exc
         if end != len(data):
-            raise ValueError(f"{len(data) - end} unexpected trailing byte(s) after the record")
+            # A length prefix past the end slices short instead of failing: catch it here.
+            if end > len(data):
+                raise self._malformed(data, pos, f"needs {end - len(data)} more byte(s)")
+            raise self._malformed(data, pos, f"{len(data) - end} unexpected trailing byte(s)")
         return value
+
+    def _malformed(self, data: bytes | memoryview, pos: int, detail: str) -> Exception:
+        # Imported here: buildkit.errors loads confluent_kafka, too heavy for import time.
+        from buildkit.errors import SerializationError
+
+        return SerializationError(
+            f"cannot decode {self.schema.get('name', 'record')}: the {len(data) - pos}-byte "
+            f"Avro record is truncated or malformed ({detail}) — was it written with this schema?"
+        )

@@ -73,7 +73,8 @@ def start_postgres(
     """Initialise ``pgdata`` if new, start the server on ``host:port``, create the database.
 
     Returns the postmaster's pid. The server log goes to ``log_path`` (default
-    ``<pgdata>.log`` beside the data directory: initdb wants an empty directory); a failure raises :class:`StackError` quoting its end.
+    ``<pgdata>.log`` beside the data directory: initdb wants an empty one); a
+    failure raises :class:`StackError` quoting its end.
     """
     commands = _commands()
     pgdata = pgdata.absolute()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from buildkit.contracts.events import AgentHeartbeat, AgentResult, AgentTask, ReplicaState, TaskStatus
+from buildkit.contracts.events import (
+    AgentHeartbeat,
+    AgentResult,
+    AgentTask,
+    ReplicaState,
+    TaskStatus,
+)
 
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
