@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import buildkit.contracts
-from buildkit.contracts import Event, event_types
+from buildkit.contracts import AgentRegistration, AgentTask, Event, event_types
 from buildkit.contracts.avro_model import model_avro_schema
 from buildkit.contracts.compat_check import model_differences
 from buildkit.contracts.registration import default_subjects, lookup_ids, register_contracts
@@ -119,5 +119,13 @@ def test_register_contracts_answers_one_id_per_subject_and_is_idempotent() -> No
     }
 
 
-def test_default_subjects_are_the_avro_full_names() -> None:
-    assert default_subjects() == {m.avro_name(): m for m in EVENT_TYPES}
+def test_default_subjects_are_the_catalog_value_subjects() -> None:
+    from buildkit.catalog import default_catalog
+
+    subjects = default_subjects()
+    assert subjects["bar.tasks.test-generator-value"] is AgentTask
+    assert subjects["bar.agents.registry-value"] is AgentRegistration
+    assert set(subjects.values()) == set(EVENT_TYPES)
+    assert sorted(subjects) == sorted(
+        f"{s.name}-value" for s in default_catalog() if s.value_type is not None
+    )

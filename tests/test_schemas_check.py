@@ -323,7 +323,9 @@ def test_cli_register_then_list_against_the_real_registry(cli: Any, registry_url
     assert registered.output == again.output  # idempotent: same ids
     assert one.exit_code == 0, one.output
     task_id = next(
-        line.split()[-1] for line in registered.output.splitlines() if "AgentTask " in line
+        line.split()[-1]
+        for line in registered.output.splitlines()
+        if line.startswith("bar.tasks.test-generator-value ")
     )
     assert f"t-one-value  id {task_id}" in one.output  # same schema, same global id
     assert listed.exit_code == 0, listed.output

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from buildkit.contracts.base import Event, event_types
+from buildkit.contracts.base import Event
 from buildkit.errors import BuildKitError, SchemaCompatibilityError
 from buildkit.serde import call_registry
 
@@ -19,10 +19,15 @@ _UNNAMED = "the schema registry"
 
 
 def default_subjects() -> dict[str, type[Event]]:
-    """Every registered event type under a subject named by its Avro full name."""
-    import buildkit.contracts.events  # noqa: F401  (defining the models registers them)
+    """The value subject (``<topic>-value``, TopicNameStrategy) of every catalog topic
+    that carries events, with its contract."""
+    from buildkit.catalog import default_catalog
 
-    return dict(event_types())
+    return {
+        spec.value_subject: spec.value_type
+        for spec in default_catalog()
+        if spec.value_type is not None
+    }
 
 
 def register_contracts(
