@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
-    kafka_properties: dict[str, str] = Field(
+    # SecretStr: any of them may be a credential (sasl.oauthbearer.client.secret, ...).
+    kafka_properties: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Any other librdkafka property, as a JSON object: "
         'BAR_KAFKA_PROPERTIES=\'{"socket.keepalive.enable": "true"}\'',
@@ -73,7 +74,10 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"BAR_KAFKA_PROPERTIES is not a JSON object: {exc}") from exc
         if isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
+            return {
+                str(k): v if isinstance(v, SecretStr) else SecretStr(str(v))
+                for k, v in value.items()
+            }
         return value
 
     # librdkafka -------------------------------------------------------------
@@ -93,7 +97,7 @@ class Settings(BaseSettings):
             "ssl.key.password": _reveal(self.ssl_key_password),
         }
         conf.update({k: v for k, v in optional.items() if v is not None})
-        conf.update(self.kafka_properties)
+        conf.update({k: v.get_secret_value() for k, v in self.kafka_properties.items()})
         conf.update(overrides)
         return conf
 

@@ -4,11 +4,13 @@ and one place that turns a :class:`BuildKitError` into a message and an exit cod
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
@@ -25,6 +27,12 @@ def load_settings() -> Settings:
     """Settings from ``BAR_*``; a malformed one is a :class:`ConfigError` naming it."""
     try:
         return Settings()
+    except SettingsError as exc:
+        # pydantic-settings parses JSON-valued variables itself and names only the field.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"BAR_{found.group(1).upper()}" if found else "a BAR_* variable"
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid settings — {name} cannot be parsed{cause}") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"BAR_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

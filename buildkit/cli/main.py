@@ -16,9 +16,14 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here, not at module level, so that ``import buildkit`` stays cheap.
     # One line per command group; each module exposes a ``typer.Typer`` named ``app``.
-    from buildkit.cli import dev
+    from buildkit.cli import audit, demo, dev, io, schemas, topics
 
+    app.add_typer(audit.app, name="audit")
     app.add_typer(dev.app, name="dev")
+    app.add_typer(schemas.app, name="schemas")
+    app.add_typer(topics.app, name="topics")
+    io.register(app)
+    app.command("demo")(demo.demo)
 
 
 def main() -> None:

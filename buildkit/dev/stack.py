@@ -246,6 +246,7 @@ def stack_parts(settings: Settings) -> list[Part]:
         kafka_part(settings, paths),
         postgres_part(settings, paths),
         registry_part(settings, paths),
+        audit_part(settings, paths),
     ]
 
 
@@ -321,6 +322,33 @@ def registry_part(settings: Settings, paths: StackPaths) -> Part:
         host=host,
         port=port,
         after=("postgres",),
+    )
+
+
+def audit_part(settings: Settings, paths: StackPaths) -> Part:
+    """The audit archiver (``python -m buildkit.audit``): every catalog topic into Postgres.
+
+    It listens on nothing; it answers when our process of it wrote its heartbeat lately.
+    """
+    from buildkit.audit.heartbeat import heartbeat_pid
+
+    name = "audit-archiver"
+    pid_file = PidFile(paths.run / f"{name}.pid")  # the one module_part keeps
+    beat = paths.run / f"{name}.heartbeat"
+
+    def answers() -> bool:
+        pid = pid_file.read()
+        return pid is not None and heartbeat_pid(beat) == pid
+
+    return module_part(
+        name=name,
+        module="buildkit.audit",
+        paths=paths,
+        address=f"{settings.bootstrap_servers} → {settings.display_database_url()}",
+        setting="BAR_DATABASE_URL",
+        example="postgresql://postgres@127.0.0.1:55433/buildkit",
+        check=answers,
+        after=("kafka", "postgres"),
     )
 
 
