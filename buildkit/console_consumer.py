@@ -21,7 +21,7 @@ from confluent_kafka import (
 )
 
 from buildkit.errors import BuildKitError
-from buildkit.kafka import cluster_metadata, missing_topic
+from buildkit.kafka import cluster_metadata, missing_topic, next_batch
 from buildkit.records import GenericDecoder, RawRecord, record_json
 from buildkit.replay import parse_bound
 from buildkit.serde import registry_client
@@ -46,6 +46,7 @@ def run_consume(
             "group.id": group or "bar-console",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "session.timeout.ms": settings.consumer_session_timeout_ms,
             "log_level": 0,
@@ -93,7 +94,7 @@ def run_consume(
         while max_records is None or written < max_records:
             if not follow and len(done) == len(wanted):
                 break
-            batch = consumer.consume(num_messages=500, timeout=0.5)
+            batch = next_batch(consumer, 500, 0.5)
             commit: dict[int, int] = {}
             for msg in batch:
                 if _is_eof(msg):

@@ -25,7 +25,7 @@ from buildkit.catalog import Catalog, default_catalog, dlq_spec, dlq_topic_name
 from buildkit.contracts.base import Event
 from buildkit.envelope import Envelope
 from buildkit.errors import DeliveryError
-from buildkit.kafka import require_topics
+from buildkit.kafka import next_batch, require_topics
 from buildkit.serde import SerdeRegistry, decode_key
 from buildkit.settings import Settings
 
@@ -165,7 +165,7 @@ class TypedConsumer:
                 want = min(
                     batch_size, max_records - self.stats.processed - self.stats.dead_lettered
                 )
-            messages = self._consumer.consume(num_messages=want, timeout=0.2)
+            messages = next_batch(self._consumer, want, 0.2)
             if not messages:
                 if idle_timeout_s is not None and self._idle_for(last_activity) > idle_timeout_s:
                     break

@@ -33,6 +33,18 @@ def cluster_metadata(client: Any, settings: Settings, topic: str | None = None) 
     return md
 
 
+def next_batch(consumer: Any, max_messages: int, timeout: float) -> list[Any]:
+    """Up to ``max_messages`` messages: waits up to ``timeout`` for the first, then takes
+    only what is already fetched. ``Consumer.consume(n, timeout)`` alone waits the whole
+    timeout unless ``n`` messages arrive, which adds its full length to every small batch."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(num_messages=max_messages - 1, timeout=0)]
+
+
 def missing_topic(settings: Settings, *topics: str) -> UnknownTopic:
     """The error for topics that do not exist on the broker."""
     names = ", ".join(f'"{t}"' for t in topics)

@@ -26,7 +26,7 @@ from typing import Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from buildkit.errors import BuildKitError
-from buildkit.kafka import cluster_metadata, missing_topic
+from buildkit.kafka import cluster_metadata, missing_topic, next_batch
 from buildkit.records import RawRecord
 from buildkit.settings import Settings
 
@@ -150,6 +150,9 @@ class BrokerReplay:
                     "group.id": "bar-replay",  # required by librdkafka; nothing is committed
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
+                    # Replay reads data that is already there: long-polling an empty
+                    # partition only delays its end-of-partition event.
+                    "fetch.wait.max.ms": 50,
                     "log_level": 0,
                 }
             )
@@ -241,7 +244,7 @@ class BrokerReplay:
         last_activity = time.monotonic()
         try:
             while any(not p.done for p in self.plans):
-                batch = self._consumer.consume(num_messages=1000, timeout=0.5)
+                batch = next_batch(self._consumer, 1000, 0.5)
                 if not batch:
                     if time.monotonic() - last_activity > self.idle_timeout_s:
                         raise BuildKitError(
