@@ -101,8 +101,9 @@ def run_consume(
                     if (msg.offset() or 0) >= highs.get(msg.partition() or 0, 0):
                         done.add(msg.partition() or 0)
                     continue
-                if msg.error() is not None:
-                    raise BuildKitError(f"consuming {topic} failed: {msg.error().str()}")  # type: ignore[union-attr]
+                error = msg.error()
+                if error is not None:
+                    raise BuildKitError(f"consuming {topic} failed: {error.str()}")
                 done.discard(msg.partition() or 0)
                 record = RawRecord.from_message(msg)
                 if record.offset < firsts.get(record.partition, 0):

@@ -44,7 +44,10 @@ def test_generated_manifests_only_use_fields_the_strimzi_crd_declares(tmp_path):
 def test_manifests_folder_mirrors_the_catalog_exactly(tmp_path):
     (tmp_path / "bar.old.topic.yaml").write_text("kind: KafkaTopic\n")
     write_manifests(Catalog([TopicSpec("bar.only.one", AgentTask)]), tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["bar.only.one.yaml", "kustomization.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
+        "bar.only.one.yaml",
+        "kustomization.yaml",
+    ]
 
 
 def test_invalid_kubernetes_names_get_a_topic_name_field():
@@ -56,7 +59,7 @@ def test_invalid_kubernetes_names_get_a_topic_name_field():
 def test_catalog_rejects_duplicates_and_suggests_close_names():
     with pytest.raises(ValueError, match="declared twice"):
         Catalog([TopicSpec("a", AgentTask), TopicSpec("a", AgentTask)])
-    with pytest.raises(UnknownTopic, match="did you mean bar.tasks.results"):
+    with pytest.raises(UnknownTopic, match=r"did you mean bar\.tasks\.results"):
         default_catalog().get("bar.task.results")
 
 
@@ -76,7 +79,9 @@ def test_apply_is_idempotent_and_repairs_config_drift(settings, prefix):
 def test_apply_never_lowers_partitions_and_names_the_topic(settings, prefix):
     name = f"{prefix}.wide"
     apply_topics(settings, Catalog([TopicSpec(name, AgentTask, partitions=3)]))
-    with pytest.raises(BuildKitError, match=rf"{name} has 3 partitions .* declares 1.*cannot remove"):
+    with pytest.raises(
+        BuildKitError, match=rf"{name} has 3 partitions .* declares 1.*cannot remove"
+    ):
         apply_topics(settings, Catalog([TopicSpec(name, AgentTask, partitions=1)]))
 
 
@@ -99,7 +104,9 @@ def test_topics_cli_apply_list_describe(cli):
     assert applied.returncode == 0, applied.stderr
     assert "bar.tasks.results" in applied.stdout
     listed = cli("topics", "list")
-    assert listed.returncode == 0 and "AgentResult" in listed.stdout and "missing" not in listed.stdout
+    assert (
+        listed.returncode == 0 and "AgentResult" in listed.stdout and "missing" not in listed.stdout
+    )
     described = cli("topics", "describe", "bar.agents.registry")
     assert described.returncode == 0, described.stderr
     assert "cleanup.policy=compact" in described.stdout

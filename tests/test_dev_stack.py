@@ -83,7 +83,7 @@ class DevStack:
 
 def pids_in(output: str) -> dict[str, int]:
     """``{part: pid}`` from the lines of ``up`` / ``down`` output that mention a pid."""
-    found = re.findall(r"(kafka|postgres|schema-registry)\b.*?\(pid (\d+)\)", output)
+    found = re.findall(r"(kafka|postgres|schema-registry|audit-archiver)\b.*?\(pid (\d+)\)", output)
     return {name: int(pid) for name, pid in found}
 
 
@@ -96,7 +96,7 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
         dev.cleanup()
 
 
-PARTS = ("kafka", "postgres", "schema-registry")
+PARTS = ("kafka", "postgres", "schema-registry", "audit-archiver")
 
 
 # ----------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_up_is_idempotent_and_down_stops_every_process(stack: DevStack) -> None:
     assert first.returncode == 0, first.stdout
     started = pids_in(first.stdout)
     assert set(started) == set(PARTS), first.stdout
-    assert first.stdout.count("started (pid") == 3, first.stdout
+    assert first.stdout.count("started (pid") == len(PARTS), first.stdout
     for address in (stack.env["BAR_BOOTSTRAP_SERVERS"], stack.database_url):
         assert address in first.stdout
     assert stack.env["BAR_SCHEMA_REGISTRY_URL"] in first.stdout
@@ -124,7 +124,7 @@ def test_up_is_idempotent_and_down_stops_every_process(stack: DevStack) -> None:
     again, elapsed = stack.up()
     print(f"buildkit dev up (already running): {elapsed:.2f} s")
     assert again.returncode == 0, again.stdout
-    assert again.stdout.count("already running (pid") == 3, again.stdout
+    assert again.stdout.count("already running (pid") == len(PARTS), again.stdout
     assert "started (pid" not in again.stdout
     assert pids_in(again.stdout) == started
 
@@ -190,6 +190,7 @@ def test_a_part_that_fails_to_start_is_named_and_the_others_are_stopped(
     assert "Traceback" not in result.stdout
     assert stack.live_pids() == []
     assert not (stack.data_dir / "run" / "schema-registry.pid").exists()
+    assert not (stack.data_dir / "run" / "audit-archiver.pid").exists()
 
 
 def test_down_when_nothing_runs_says_so_and_succeeds(stack: DevStack) -> None:
@@ -206,7 +207,7 @@ def test_status_exits_1_when_nothing_answers(stack: DevStack) -> None:
     assert result.returncode == 1, result.stdout
     for part in PARTS:
         assert part in result.stdout
-    assert "not answering: kafka, postgres, schema-registry" in result.stdout
+    assert "not answering: kafka, postgres, schema-registry, audit-archiver" in result.stdout
 
 
 # ----------------------------------------------------------------------

@@ -161,7 +161,7 @@ class Archiver:
             return
         names = self.catalog.names()
         present = [n for n in names if n in md.topics and md.topics[n].error is None]
-        if present == self._subscribed:
+        if present == self._subscribed and not first:
             return
         missing = [n for n in names if n not in present]
         if missing:
@@ -174,6 +174,8 @@ class Archiver:
                 self.settings.bootstrap_servers,
                 shown,
             )
+        if present == self._subscribed:
+            return
         if present:
             self._consumer.subscribe(
                 present,
