@@ -51,7 +51,8 @@ def test_connectors_never_import_each_other():
 def test_importing_buildkit_loads_no_kafka_client_or_driver():
     code = (
         "import sys, buildkit, buildkit.settings, buildkit.contracts;"
-        "heavy = [m for m in ('confluent_kafka', 'psycopg', 'fastapi', 'faust', 'httpx') if m in sys.modules];"
+        "heavy = [m for m in ('confluent_kafka', 'psycopg', 'fastapi', 'faust', 'httpx')"
+        " if m in sys.modules];"
         "print(','.join(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
