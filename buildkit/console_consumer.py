@@ -109,7 +109,7 @@ def run_consume(
                 if record.offset < firsts.get(record.partition, 0):
                     continue
                 try:
-                    value = decoder.decode(record.value)
+                    value = decoder.decode_or_raw(record.value)
                 except BuildKitError as exc:
                     value = {"_undecodable": str(exc)}
                 sink.write(json.dumps(record_json(record, value), ensure_ascii=False) + "\n")

@@ -137,7 +137,12 @@ class TypedConsumer:
         apply_topics(self.settings, Catalog([dlq_spec(self.group_id)]))
         self._dlq = Producer(
             self.settings.kafka_config(
-                **{"enable.idempotence": True, "acks": "all", "log_level": 0}
+                **{
+                    "allow.auto.create.topics": False,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "log_level": 0,
+                }
             )
         )
 

@@ -26,6 +26,9 @@ from buildkit.settings import Settings
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
+    # Only `buildkit topics apply` creates topics (from the catalog); a producer
+    # outliving a broker restart must not re-create them with broker defaults.
+    "allow.auto.create.topics": False,
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
@@ -68,7 +71,6 @@ class TypedProducer:
         self._producer = Producer(conf)
         self._max_bytes = int(conf.get("message.max.bytes", 1_000_000))
         self._checked: set[str] = set()
-        self._on_delivery = self._delivered
 
     # -- sending -----------------------------------------------------------------
     def check_topics(self, topics: list[str]) -> None:
@@ -114,7 +116,7 @@ class TypedProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Queue pre-encoded bytes, waiting for room when the local queue is full."""
-        callback = self._on_delivery if on_delivery is None else self._chain(on_delivery)
+        callback = self._delivered if on_delivery is None else self._chain(on_delivery)
         kwargs: dict[str, Any] = {"partition": partition} if partition is not None else {}
         while True:
             try:

@@ -68,6 +68,14 @@ class GenericDecoder:
         self._url = registry_url
         self._codecs: dict[int, Codec] = {}
 
+    def decode_or_raw(self, data: bytes | None) -> Any:
+        """Like :meth:`decode`, but a value that is not in the wire format at all (a
+        dead-letter topic's, or a foreign producer's) comes back as
+        ``{"_raw_base64": ...}`` so it can still be shown, copied and replayed."""
+        if data is not None and peek_schema_id(data) is None:
+            return {"_raw_base64": base64.b64encode(data).decode()}
+        return self.decode(data)
+
     def decode(self, data: bytes | None) -> Any:
         """Plain data (dicts, lists, scalars) of a wire-format value."""
         if data is None:

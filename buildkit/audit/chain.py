@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,7 +46,7 @@ def _optional(data: bytes | None) -> bytes:
     return _ABSENT if data is None else _PRESENT + _U32.pack(len(data)) + data
 
 
-def encode_headers(headers: HeaderList) -> bytes:
+def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     """Headers as bytes: a count, then each name and (optional) value, in order.
 
     Order, duplicate names and ``None`` values are kept; :func:`decode_headers`

@@ -168,6 +168,14 @@ def replay(
     source: Annotated[
         str, typer.Option("--source", help="broker, or archive (the Postgres audit archive).")
     ] = "broker",
+    generation: Annotated[
+        str | None,
+        typer.Option(
+            "--generation",
+            help="With --source archive: broker generation N, latest, or all "
+            "(default: all for time ranges, latest for offset ranges).",
+        ),
+    ] = None,
 ) -> None:
     """Replay exactly the records of a range, to a file or to another topic.
 
@@ -211,6 +219,7 @@ def replay(
             to_topic=to_topic,
             partitions=_parse_partitions(partition),
             source=source,
+            generation=generation,
         )
     where = out_file if out_file is not None else f"topic {to_topic}"
     console.print(
