@@ -20,7 +20,7 @@ from buildkit.contracts.base import Event
 from buildkit.envelope import HeaderFactory, Headers
 from buildkit.errors import DeliveryError
 from buildkit.kafka import require_topics
-from buildkit.serde import SerdeRegistry, encode_key
+from buildkit.serde import SerdeRegistry, TopicSerde
 from buildkit.settings import Settings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -71,6 +71,7 @@ class TypedProducer:
         self._producer = Producer(conf)
         self._max_bytes = int(conf.get("message.max.bytes", 1_000_000))
         self._checked: set[str] = set()
+        self._routes: dict[str, tuple[TopicSerde, str]] = {}
 
     # -- sending -----------------------------------------------------------------
     def check_topics(self, topics: list[str]) -> None:
@@ -92,19 +93,44 @@ class TypedProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> str:
         """Queue one event; return its CloudEvents id."""
-        if topic not in self._checked:
-            self.check_topics([topic])
-        serde = self.serdes.for_topic(topic)
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        serde, ce_type = route
         payload = serde.encode(value)
         record_headers = self.headers.build(
-            serde.model.avro_name(),
+            ce_type,
             event_id=event_id,
             correlation_id=correlation_id,
             traceparent=traceparent,
             extra=headers,
         )
-        self.produce_raw(topic, payload, encode_key(key), record_headers, partition, on_delivery)
+        key_bytes = None if key is None else key.encode()
+        if partition is None and on_delivery is None:
+            # The common case, inlined: this is the per-record hot path.
+            try:
+                self._producer.produce(
+                    topic,
+                    payload,
+                    key_bytes,
+                    headers=record_headers,  # type: ignore[arg-type]
+                    on_delivery=self._delivered,
+                )
+            except (BufferError, KafkaException):
+                self.produce_raw(topic, payload, key_bytes, record_headers)  # waits or explains
+            else:
+                self._producer.poll(0)
+        else:
+            self.produce_raw(topic, payload, key_bytes, record_headers, partition, on_delivery)
         return record_headers[0][1].decode()
+
+    def _route(self, topic: str) -> tuple[TopicSerde, str]:
+        """Check ``topic`` once (broker, catalog, registry) and keep what produce needs."""
+        if topic not in self._checked:
+            self.check_topics([topic])
+        serde = self.serdes.for_topic(topic)
+        route = self._routes[topic] = (serde, serde.model.avro_name())
+        return route
 
     def produce_raw(
         self,

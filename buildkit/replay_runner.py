@@ -95,7 +95,7 @@ def run_replay(
                 done = progress.tasks[0].completed + step
                 progress.update(task, advance=step, total=max(total, int(done)))
 
-            for record in replay.records(advance):
+            for record in replay.records(advance if show_progress else None):
                 value = (
                     decoder.decode_or_raw(record.value) if (filters or sink is not None) else None
                 )

@@ -95,14 +95,13 @@ class TopicSerde:
             raise SerializationError(
                 f"record on {self.spec.name} starts with magic byte {magic}, expected 0"
             )
-        view = memoryview(data)[5:]
         if schema_id == self.schema_id:
-            value: Event = self.codec.decode(view)
+            value: Event = self.codec.decode(data, 5)
             return value
         reader = self._readers.get(schema_id)
         if reader is None:
             reader = self._readers[schema_id] = self._resolving_reader(schema_id)
-        return reader(view)
+        return reader(memoryview(data)[5:])
 
     def _resolving_reader(self, schema_id: int) -> Callable[[memoryview], Event]:
         from fastavro import parse_schema, schemaless_reader
@@ -164,11 +163,6 @@ class SerdeRegistry:
                 f"{spec.value_subject}: {exc.error_message} (HTTP {exc.http_status_code})"
             ) from exc
         return TopicSerde(spec, int(schema_id), self.client, url)
-
-
-def encode_key(key: str | None) -> bytes | None:
-    """Keys are plain UTF-8 strings."""
-    return None if key is None else key.encode()
 
 
 def decode_key(key: bytes | None) -> str | None:
