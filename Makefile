@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUILDKIT := $(VENV)/bin/buildkit
 STAMP := $(VENV)/.installed-stamp
+PY_DIRS := buildkit schemas streams agents connectors tests bench
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint bench up down status manifests clean
@@ -25,8 +26,8 @@ test: $(STAMP) lint ## Lint, type-check and run every test against the real embe
 	$(VENV)/bin/pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP) ## Run the benchmarks; JSON results in bench/results/
