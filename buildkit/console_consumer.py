@@ -78,16 +78,20 @@ def run_consume(
         decoder = GenericDecoder(registry_client(settings), settings.schema_registry_url)
         done: set[int] = set()
         if group is not None and partitions is None and offset is None:
-            consumer.subscribe([topic])
-            if from_beginning:
-                # A group with committed offsets resumes there; --from-beginning means
-                # the oldest record, so reset each assignment to the beginning.
-                consumer.subscribe(
-                    [topic],
-                    on_assign=lambda c, tps: c.assign(
-                        [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in tps]
-                    ),
-                )
+            reset: set[int] = set()
+
+            def on_assign(c: Consumer, assigned: list[TopicPartition]) -> None:
+                # A group with committed offsets resumes there; --from-beginning means the
+                # oldest record, so each partition starts at the beginning on its first
+                # assignment only (a later rebalance must not replay it again).
+                if from_beginning:
+                    for tp in assigned:
+                        if tp.partition not in reset:
+                            tp.offset = OFFSET_BEGINNING
+                            reset.add(tp.partition)
+                c.assign(assigned)
+
+            consumer.subscribe([topic], on_assign=on_assign)
         else:
             consumer.assign([TopicPartition(topic, p, fetch_from[p]) for p in wanted])
         written = 0
