@@ -18,7 +18,7 @@ REMOTE_PREFIX = "ossa://"
 
 
 class Backoff(BaseModel):
-    """Exponential backoff between stage attempts: initial × multiplier^(attempt-1), capped."""
+    """Exponential backoff between stage attempts: initial * multiplier**(attempt-1), capped."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
