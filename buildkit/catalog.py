@@ -22,6 +22,7 @@ from buildkit.contracts.events import (
     GitLabAction,
     GitLabEvent,
 )
+from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent
 from buildkit.errors import UnknownTopic
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -91,6 +92,33 @@ class TopicSpec:
         return config
 
 
+def task_topic_name(agent: str) -> str:
+    """The task topic of local agent ``agent``: ``bar.tasks.<agent>``."""
+    return f"bar.tasks.{agent}"
+
+
+def remote_task_topic_name(network: str, agent: str) -> str:
+    """The task topic of agent ``agent`` on OSSA network ``network`` (``ossa://<network>/<agent>``).
+
+    ``bar.ossa.<network>.tasks.<agent>``: one namespace per network, so the bridge to a
+    network (MirrorMaker, an OSSA gateway) replicates ``bar.ossa.<network>.*`` and
+    nothing else, and ACLs can be granted per network.
+    """
+    return f"bar.ossa.{network}.tasks.{agent}"
+
+
+def remote_task_spec(network: str, agent: str) -> TopicSpec:
+    """The spec of a remote agent's task topic: declared by deployments that use
+    the network, since the catalog cannot know every network's agents."""
+    return TopicSpec(
+        remote_task_topic_name(network, agent),
+        AgentTask,
+        partitions=6,
+        key_field="task_id",
+        description=f"tasks for agent {agent} on OSSA network {network}",
+    )
+
+
 def dlq_topic_name(group: str) -> str:
     """The dead-letter topic of consumer group ``group``."""
     return f"bar.dlq.{group}"
@@ -157,7 +185,7 @@ def default_catalog() -> Catalog:
     """Every topic of Agent BuildKit."""
     tasks = [
         TopicSpec(
-            f"bar.tasks.{agent}",
+            task_topic_name(agent),
             AgentTask,
             partitions=6,
             key_field="task_id",
@@ -205,6 +233,27 @@ def default_catalog() -> Catalog:
                 retention=timedelta(days=30),
                 key_field="project_id",
                 description="GitLab side effects for the sink to run (outbox), keyed by project",
+            ),
+            # One partition each: ROE runs as one active engine (a standby is fenced by
+            # its transactional id), workflow traffic is orchestration-sized, and one
+            # partition gives the event log one total order, so replay and "every
+            # run's state" need no merge. Scaling out later means keying results by
+            # run id too (bar.tasks.results is keyed by task id), not just more partitions.
+            TopicSpec(
+                "bar.roe.commands",
+                WorkflowCommand,
+                partitions=1,
+                retention=timedelta(days=30),
+                key_field="run_id",
+                description="requests to the workflow engine: start, cancel, retry a stage",
+            ),
+            TopicSpec(
+                "bar.roe.events",
+                WorkflowEvent,
+                partitions=1,
+                retention=None,
+                key_field="run_id",
+                description="every workflow run's history; the engine's state is their fold",
             ),
             *(dlq_spec(group) for group in PLATFORM_GROUPS),
         ]

@@ -31,8 +31,13 @@ EXPECTED_CONTRACTS_EXPORTS = [
     "GitLabEvent",
     "ReplicaState",
     "TaskStatus",
+    "WorkflowCommand",
+    "WorkflowCommandKind",
+    "WorkflowEvent",
+    "WorkflowEventKind",
     "event_types",
     "register",
+    "run_id_for_trigger",
 ]
 
 EVENT_TYPES = sorted(event_types().values(), key=lambda m: m.__name__)
@@ -56,7 +61,7 @@ def test_importing_contracts_loads_no_kafka_client_nor_avro_library() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_six_core_event_types_are_registered() -> None:
+def test_core_event_types_are_registered() -> None:
     assert ids == [
         "AgentHeartbeat",
         "AgentRegistration",
@@ -64,6 +69,8 @@ def test_six_core_event_types_are_registered() -> None:
         "AgentTask",
         "GitLabAction",
         "GitLabEvent",
+        "WorkflowCommand",
+        "WorkflowEvent",
     ]
 
 

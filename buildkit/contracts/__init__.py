@@ -1,6 +1,7 @@
 """Event contracts: the pydantic models, their enums and the Avro codec.
 
-Each event type is one pydantic model (:mod:`buildkit.contracts.events`) and one
+Each event type is one pydantic model (:mod:`buildkit.contracts.events`, the
+workflow engine's in :mod:`buildkit.contracts.roe`) and one
 ``schemas/*.avsc`` record; ``buildkit schemas check`` proves the two agree and
 that every change stays BACKWARD_TRANSITIVE compatible. Importing this package
 stays cheap: stdlib and pydantic only, no Kafka client.
@@ -21,6 +22,13 @@ from buildkit.contracts.events import (
     ReplicaState,
     TaskStatus,
 )
+from buildkit.contracts.roe import (
+    WorkflowCommand,
+    WorkflowCommandKind,
+    WorkflowEvent,
+    WorkflowEventKind,
+    run_id_for_trigger,
+)
 
 __all__ = [
     "ActionKind",
@@ -36,6 +44,11 @@ __all__ = [
     "GitLabEvent",
     "ReplicaState",
     "TaskStatus",
+    "WorkflowCommand",
+    "WorkflowCommandKind",
+    "WorkflowEvent",
+    "WorkflowEventKind",
     "event_types",
     "register",
+    "run_id_for_trigger",
 ]

@@ -8,8 +8,6 @@ the decider ignores a start for a run id it already has.
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +15,8 @@ from datetime import datetime
 from croniter import croniter
 
 from buildkit.contracts.events import GitLabEvent
+from buildkit.contracts.roe import run_id_for_trigger
 from streams.roe.model import TriggerSpec, WorkflowSpec
-
-_RUN_NAMESPACE = uuid.UUID("5b0f3c2e-9a51-4d55-8f9e-6f7e7d0c2a10")
 
 # Trigger names use past tense ("issue.created"); GitLab's webhook actions do not ("open").
 _ACTION_ALIASES = {
@@ -45,8 +42,7 @@ class TriggerMatch:
 
 def run_id_for(workflow_id: str, trigger_id: str) -> str:
     """The run id for ``trigger_id``: the same trigger always gives the same run."""
-    slug = re.sub(r"[^a-z0-9]+", "-", workflow_id.split("@", 1)[0]).strip("-")[:40]
-    return f"{slug}-{uuid.uuid5(_RUN_NAMESPACE, f'{workflow_id}|{trigger_id}').hex[:16]}"
+    return run_id_for_trigger(workflow_id, trigger_id)
 
 
 def _normalize_kind(kind: str) -> str:

@@ -57,7 +57,7 @@ def test_the_same_delivery_twice_gives_the_same_run_and_the_event_as_input():
     other = match_event([workflow], gitlab("issue", "open", ["feature"], "uuid-2"))
     assert first == again and len(first) == 1
     assert first[0].run_id != other[0].run_id
-    assert first[0].run_id.startswith("feature-development-workflow-")
+    assert first[0].run_id.startswith("run-")
     assert first[0].inputs["gitlab.object_iid"] == "7"
     assert first[0].inputs["gitlab.event"] == '{"object_kind": "issue"}'
 
