@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from buildkit.catalog import default_catalog
-from buildkit.contracts.roe import WorkflowCommand, WorkflowCommandKind, WorkflowEventKind
+from buildkit.contracts.roe import WorkflowCommand, WorkflowCommandKind
 from buildkit.producer import TypedProducer
 from buildkit.topics import apply_topics
 from streams.roe.engine import RoeEngine
