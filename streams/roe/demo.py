@@ -148,9 +148,8 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
     console.print(table)
     ok = done_kind is K.WORKFLOW_SUCCEEDED
     verdict = "[green]succeeded[/green]" if ok else f"[red]{done_kind or 'did not finish'}[/red]"
-    console.print(
-        f"  workflow {verdict}; its timeline: buildkit replay bar.roe.events --filter run_id={run_id} --out -"
-    )
+    replay = f"buildkit replay bar.roe.events --filter run_id={run_id} --out -"
+    console.print(f"  workflow {verdict}; its timeline: {replay}")
     return ok
 
 
