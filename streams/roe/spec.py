@@ -53,6 +53,7 @@ from pydantic import ValidationError
 
 from streams.roe.conditions import parse_condition
 from streams.roe.errors import ConditionError, WorkflowSpecError
+from streams.roe.graph import ancestors, cycles, shortest_cycle
 from streams.roe.model import (
     REMOTE_PREFIX,
     Backoff,
@@ -566,17 +567,17 @@ class _Checker:
                     seen.add(dep)
                     edges[stage.name].append((dep, node))
         order = list(by_name)
-        for component in _cycles(edges):
+        for component in cycles(edges):
             start = min(component, key=order.index)
-            path = _shortest_cycle(start, edges, set(component))
+            path = shortest_cycle(start, edges, set(component))
             node = next(n for d, n in edges[start] if d == path[1])
             self.at(node, f"dependency cycle: {' → '.join(path)} (each stage depends on the next)")
         for stage in by_name.values():
-            ancestors = _ancestors(stage.name, edges)
-            if ancestors & unresolved or stage.name in unresolved:
+            upstream = ancestors(stage.name, edges)
+            if upstream & unresolved or stage.name in unresolved:
                 continue  # an unknown dependency is reported already; its outputs are unknowable
             available = set(workflow_inputs)
-            for a in ancestors:
+            for a in upstream:
                 available.update(by_name[a].outputs)
             for item, node in stage.inputs:
                 if item in available:
@@ -590,66 +591,3 @@ class _Checker:
                     f'input "{item}" of stage "{stage.name}" is not an output of any stage it '
                     f"depends on, nor a workflow input{hint}",
                 )
-
-
-def _ancestors(name: str, edges: dict[str, list[tuple[str, yaml.Node]]]) -> set[str]:
-    seen: set[str] = set()
-    todo = [d for d, _ in edges[name]]
-    while todo:
-        dep = todo.pop()
-        if dep not in seen and dep != name:
-            seen.add(dep)
-            todo.extend(d for d, _ in edges[dep])
-    return seen
-
-
-def _cycles(edges: dict[str, list[tuple[str, yaml.Node]]]) -> list[list[str]]:
-    """Strongly connected components with more than one stage (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w, _ in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(component)
-
-    for v in edges:
-        if v not in index:
-            visit(v)
-    return out
-
-
-def _shortest_cycle(
-    start: str, edges: dict[str, list[tuple[str, yaml.Node]]], within: set[str]
-) -> list[str]:
-    """``[start, ..., start]`` following dependencies, shortest first (breadth-first)."""
-    paths = [[start]]
-    seen = {start}
-    while paths:
-        path = paths.pop(0)
-        for dep, _ in edges[path[-1]]:
-            if dep == start:
-                return [*path, start]
-            if dep in within and dep not in seen:
-                seen.add(dep)
-                paths.append([*path, dep])
-    raise AssertionError("a strongly connected component always has a cycle")
