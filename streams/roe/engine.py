@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -63,7 +64,7 @@ from streams.roe.decider import (
     task_for,
 )
 from streams.roe.model import REMOTE_PREFIX, WorkflowSpec
-from streams.roe.triggers import match_event
+from streams.roe.triggers import due_cron_fires, match_event
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ GITLAB = "bar.gitlab.events"
 HEARTBEATS = "bar.agents.heartbeats"
 GROUP = "bar-roe"
 TRANSACTIONAL_ID = "bar-roe-engine"
+CRON_LOOKBACK = timedelta(hours=1)
 
 
 @dataclass
@@ -137,7 +139,9 @@ class RoeEngine:
                 }
             )
         )
-        self._dirty = False
+        # Cron fires are derived from the clock; a restart looks back this far, and the
+        # run ids (derived from the fire time) make a fire that already ran a no-op.
+        self._cron_checked = datetime.now(UTC) - CRON_LOOKBACK
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:
@@ -241,6 +245,7 @@ class RoeEngine:
             self._producer.begin_transaction()
         try:
             commands = [c for msg in batch for c in self._commands(msg, now_ms)]
+            commands.extend(self._cron_starts(now_ms))
             commands.append(Tick(now_ms))
             for command in commands:
                 for state, events in self._decide(command):
@@ -263,6 +268,17 @@ class RoeEngine:
                 self._abort()
             raise
         self.stats.inputs += len(batch)
+
+    def _cron_starts(self, now_ms: int) -> list[Command]:
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        if now <= self._cron_checked:
+            return []
+        starts: list[Command] = []
+        for spec in self.workflows:
+            for match in due_cron_fires(spec, self._cron_checked, now):
+                starts.append(StartRun(match.run_id, spec, now_ms, match.inputs, match.trigger_id))
+        self._cron_checked = now
+        return starts
 
     def _abort(self) -> None:
         # In-memory state already includes this batch's events: it is no longer the

@@ -139,3 +139,51 @@ def test_aborted_transactions_stay_visible_on_the_embedded_broker(settings, pref
     reader.close()
     # A broker that hides aborted records would show only b"committed"; ROE is correct either way.
     assert seen[0] == b"committed" and set(seen) <= {b"committed", b"aborted-after-send"}
+
+
+def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(settings, topics):
+    from datetime import timedelta
+
+    from streams.roe.demo import issue_event
+    from streams.roe.model import StageSpec, TriggerSpec, WorkflowSpec
+    from streams.roe.triggers import match_event
+
+    cron_flow = WorkflowSpec(
+        name="Nightly Metrics",
+        version="1.0.0",
+        trigger=(TriggerSpec(cron="* * * * *"),),
+        stages=(StageSpec(name="collect", agent="metrics-collector"),),
+    )
+    agents = StandInAgents(settings, [*AGENTS, "metrics-collector"])
+    agents.start()
+    assert agents.ready.wait(20)
+    engine = RoeEngine(settings, workflows=[FEATURE, cron_flow])
+    engine._cron_checked -= timedelta(minutes=2)  # a fire is due at once
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    worker.start()
+    delivery = issue_event()
+    [match] = match_event([FEATURE], delivery)
+    try:
+        with TypedProducer(settings) as producer:
+            producer.produce("bar.gitlab.events", delivery, key="4200")
+            producer.produce("bar.gitlab.events", delivery, key="4200")  # GitLab retried it
+        assert wait_for(lambda: match.run_id in engine.runs and engine.runs[match.run_id].done, 60)
+
+        def cron_runs() -> list:
+            return [s for s in engine.runs.values() if s.workflow_id == cron_flow.workflow_id]
+
+        assert wait_for(lambda: any(s.done for s in cron_runs()), 60)
+    finally:
+        stop.set()
+        worker.join(20)
+        engine.close()
+        agents.halt()
+    state = engine.runs[match.run_id]
+    assert state.status.value == "SUCCEEDED"
+    assert state.inputs["gitlab.object_iid"] == "123"
+    first_stage_tasks = [
+        t for t in agents.received if t.run_id == match.run_id and t.stage == "api-design"
+    ]
+    assert len(first_stage_tasks) == 1
+    assert all(s.trigger_id and s.trigger_id.startswith("cron:") for s in cron_runs())
