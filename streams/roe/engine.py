@@ -40,14 +40,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from buildkit.catalog import Catalog, default_catalog, dlq_spec, dlq_topic_name
+from buildkit.catalog import Catalog, TopicSpec, default_catalog, dlq_spec, dlq_topic_name
 from buildkit.contracts.base import Event
-from buildkit.contracts.events import AgentHeartbeat, AgentResult, GitLabEvent
+from buildkit.contracts.events import AgentHeartbeat, AgentResult, AgentTask, GitLabEvent
 from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent, WorkflowEventKind
 from buildkit.envelope import HeaderFactory
 from buildkit.errors import BuildKitError
 from buildkit.kafka import next_batch, require_topics
-from buildkit.serde import SerdeRegistry
+from buildkit.serde import SerdeRegistry, TopicSerde
 from buildkit.settings import Settings
 from streams.roe.decider import (
     Command,
@@ -329,8 +329,15 @@ class RoeEngine:
                 self._send(topic, task, task.task_id, task.task_id)
                 self.stats.tasks += 1
 
+    def _serde(self, topic: str) -> TopicSerde:
+        if topic not in self.serdes.catalog and topic.startswith(("bar.tasks.", "bar.ossa.")):
+            # A task topic of an agent the catalog does not list (a remote network's,
+            # or an agent added later): it carries AgentTask like every task topic.
+            self.serdes.catalog = Catalog([*self.serdes.catalog, TopicSpec(topic, AgentTask)])
+        return self.serdes.for_topic(topic)
+
     def _send(self, topic: str, value: Event, key: str, event_id: str) -> None:
-        serde = self.serdes.for_topic(topic)
+        serde = self._serde(topic)
         headers = self.headers.build(serde.model.avro_name(), event_id=event_id)
         while True:
             try:

@@ -187,3 +187,73 @@ def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(sett
     ]
     assert len(first_stage_tasks) == 1
     assert all(s.trigger_id and s.trigger_id.startswith("cron:") for s in cron_runs())
+
+
+def test_remote_stage_goes_to_its_network_or_falls_back_to_the_local_agent(settings, topics):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from buildkit.catalog import Catalog, TopicSpec, remote_task_spec
+    from buildkit.contracts.events import AgentHeartbeat, AgentTask, ReplicaState
+    from streams.roe.model import StageSpec, WorkflowSpec
+
+    def flow(network: str) -> WorkflowSpec:
+        return WorkflowSpec(
+            name=f"Deploy {network}",
+            version="1.0.0",
+            stages=(
+                StageSpec(name="deploy", agent=f"ossa://{network}/deployer", fallback_local=True),
+            ),
+        )
+
+    live, gone = flow("production"), flow("staging")
+    apply_topics(
+        settings,
+        Catalog(
+            [
+                remote_task_spec("production", "deployer"),
+                remote_task_spec("staging", "deployer"),
+                TopicSpec("bar.tasks.deployer", AgentTask, partitions=1),
+            ]
+        ),
+    )
+    engine = RoeEngine(settings, remote_silence_ms=60_000)
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    worker.start()
+    live_run, gone_run = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    try:
+        with TypedProducer(settings) as producer:
+            beat = AgentHeartbeat(
+                agent="ossa://production/deployer",
+                replica_id="deployer-1",
+                state=ReplicaState.RUNNING,
+                sent_at=datetime.now(UTC).replace(microsecond=0),
+            )
+            producer.produce("bar.agents.heartbeats", beat, key="deployer-1")
+            producer.flush()
+            assert wait_for(lambda: "ossa://production/deployer" in engine.remote_seen, 30)
+            for run_id, spec in ((live_run, live), (gone_run, gone)):
+                command = start_command(run_id).model_copy(
+                    update={"workflow_id": spec.workflow_id, "spec_json": spec.model_dump_json()}
+                )
+                producer.produce("bar.roe.commands", command, key=run_id)
+
+        def dispatched(run_id: str) -> str | None:
+            state = engine.runs.get(run_id)
+            return None if state is None else state.stage("deploy").topic
+
+        assert wait_for(lambda: dispatched(live_run) and dispatched(gone_run), 30)
+    finally:
+        stop.set()
+        worker.join(20)
+        engine.close()
+    assert dispatched(live_run) == "bar.ossa.production.tasks.deployer"
+    assert dispatched(gone_run) == "bar.tasks.deployer"
+    reader = Consumer(settings.kafka_config(**{"group.id": "remote-check"}))
+    reader.assign([TopicPartition("bar.ossa.production.tasks.deployer", p, 0) for p in range(6)])
+    found = []
+    while (msg := reader.poll(3)) is not None:
+        if msg.error() is None:
+            found.append(msg.key())
+    reader.close()
+    assert f"{live_run}.deploy.1".encode() in found
