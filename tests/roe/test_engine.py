@@ -257,3 +257,47 @@ def test_remote_stage_goes_to_its_network_or_falls_back_to_the_local_agent(setti
             found.append(msg.key())
     reader.close()
     assert f"{live_run}.deploy.1".encode() in found
+
+
+def test_silent_stage_times_out_is_retried_with_backoff_then_fails_the_run(settings, topics):
+    from streams.roe.model import Backoff, StageSpec, WorkflowSpec
+
+    spec = WorkflowSpec(
+        name="Slow Docs",
+        version="1.0.0",
+        stages=(
+            StageSpec(
+                name="docs",
+                agent="doc-sync",
+                timeout_s=1.0,
+                retries=1,
+                backoff=Backoff(initial_s=0.5, multiplier=2.0, max_s=5.0),
+            ),
+        ),
+    )
+    agents = StandInAgents(settings, ["doc-sync"])
+    agents.silent.add("docs")
+    agents.start()
+    assert agents.ready.wait(20)
+    engine = RoeEngine(settings)
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    worker.start()
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    try:
+        with TypedProducer(settings) as producer:
+            command = start_command(run_id).model_copy(
+                update={"workflow_id": spec.workflow_id, "spec_json": spec.model_dump_json()}
+            )
+            producer.produce("bar.roe.commands", command, key=run_id)
+        assert wait_for(lambda: run_id in engine.runs and engine.runs[run_id].done, 30)
+    finally:
+        stop.set()
+        worker.join(20)
+        engine.close()
+        agents.halt()
+    state = engine.runs[run_id]
+    assert state.status.value == "FAILED"
+    assert state.stage("docs").attempt == 2
+    tasks = [t.task_id for t in agents.received if t.run_id == run_id]
+    assert tasks == [f"{run_id}.docs.1", f"{run_id}.docs.2"]
