@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-demo: $(STAMP) ## Run the demo on the embedded stack (leaves it running; make down stops it)
+demo: $(STAMP) ## The demo on the embedded stack: event backbone, then a workflow stage by stage (make down stops it)
 	$(BUILDKIT) demo
+	$(BUILDKIT) roe demo
 
 test: $(STAMP) lint ## Lint, type-check and run every test against the real embedded stack
 	$(VENV)/bin/pytest

@@ -134,7 +134,9 @@ class RoeEngine:
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 20,
+                    # Some brokers (the embedded Tansu) hold every fetch this long even
+                    # with data waiting: it bounds each hop's latency.
+                    "fetch.wait.max.ms": 5,
                     "log_level": 0,
                 }
             )
@@ -225,7 +227,8 @@ class RoeEngine:
         self.start()
         idle_since = time.monotonic()
         while stop is None or not stop.is_set():
-            batch = next_batch(self._consumer, 500, tick_interval_s)
+            # Small batches: a result should not wait behind hundreds of other inputs.
+            batch = next_batch(self._consumer, 100, tick_interval_s)
             now_ms = int(time.time() * 1000)
             self._transaction(batch, now_ms)
             if batch or self._active():
@@ -345,7 +348,6 @@ class RoeEngine:
                 break
             except BufferError:
                 self._producer.poll(0.05)
-        self._producer.poll(0)
 
     # -- inputs ------------------------------------------------------------------------
     def _commands(self, msg: Message, now_ms: int) -> list[Command]:

@@ -1,0 +1,18 @@
+"""The ``buildkit`` console script: buildkit's own commands plus the streams' ones.
+
+:mod:`buildkit` never imports the outer packages (``tests/test_layers.py``), so the
+command groups that live in ``streams`` are added here, explicitly, on top of
+:func:`buildkit.cli.main._register`.
+"""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from buildkit.cli import main as buildkit_main
+    from streams.roe import cli as roe_cli
+
+    buildkit_main._register()
+    buildkit_main.app.add_typer(roe_cli.app, name="roe")
+    buildkit_main.app()
