@@ -40,7 +40,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from buildkit.catalog import Catalog, TopicSpec, default_catalog, dlq_spec, dlq_topic_name
+from buildkit.catalog import (
+    Catalog,
+    TopicSpec,
+    default_catalog,
+    dlq_spec,
+    dlq_topic_name,
+    remote_task_topic_name,
+    task_topic_name,
+)
 from buildkit.contracts.base import Event
 from buildkit.contracts.events import AgentHeartbeat, AgentResult, AgentTask, GitLabEvent
 from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent, WorkflowEventKind
@@ -141,6 +149,7 @@ class RoeEngine:
                 }
             )
         )
+        self._known_topics: set[str] = set()
         # Cron fires are derived from the clock; a restart looks back this far, and the
         # run ids (derived from the fire time) make a fire that already ran a no-op.
         self._cron_checked = datetime.now(UTC) - CRON_LOOKBACK
@@ -153,6 +162,9 @@ class RoeEngine:
         md = require_topics(self._consumer, self.settings, [*self.inputs, EVENTS])
         apply_topics(self.settings, Catalog([dlq_spec(self.group_id)]))
         # Aborts what a killed predecessor left open and fences it for good.
+        self._known_topics = set(md.topics)
+        for spec in self.workflows:  # their triggers start runs: refuse to start blind
+            self._require_task_topics(spec)
         self._producer.init_transactions(self.settings.client_timeout_s * 2)
         self.rebuild()
         partitions = [
@@ -272,6 +284,34 @@ class RoeEngine:
             raise
         self.stats.inputs += len(batch)
 
+    def _require_task_topics(self, spec: WorkflowSpec) -> None:
+        """Refuse a run whose stages could be dispatched to a topic the broker lacks:
+        producing to it would fail every transaction from then on."""
+        missing = [t for t in self._task_topics(spec) if t not in self._known_topics]
+        if missing:
+            md = self._consumer.list_topics(timeout=self.settings.client_timeout_s)
+            self._known_topics = set(md.topics)
+            missing = [t for t in missing if t not in self._known_topics]
+        if missing:
+            raise InvalidCommand(
+                f"workflow {spec.workflow_id} dispatches to topic(s) {', '.join(missing)}, "
+                f"which do not exist on {self.settings.bootstrap_servers} — declare the agents' "
+                "task topics and run: buildkit topics apply"
+            )
+
+    @staticmethod
+    def _task_topics(spec: WorkflowSpec) -> list[str]:
+        topics = []
+        for stage in spec.stages:
+            remote = stage.remote
+            if remote is None:
+                topics.append(task_topic_name(stage.agent))
+                continue
+            topics.append(remote_task_topic_name(*remote))
+            if stage.fallback_local:
+                topics.append(task_topic_name(remote[1]))
+        return topics
+
     def _cron_starts(self, now_ms: int) -> list[Command]:
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
         if now <= self._cron_checked:
@@ -366,7 +406,10 @@ class RoeEngine:
 
     def _translate(self, topic: str, value: Event, now_ms: int) -> list[Command]:
         if isinstance(value, WorkflowCommand):
-            return [command_from_record(value, now_ms)]
+            command = command_from_record(value, now_ms)
+            if isinstance(command, StartRun) and command.run_id not in self.runs:
+                self._require_task_topics(command.spec)  # else: dead-lettered, not started
+            return [command]
         if isinstance(value, AgentResult):
             return [RecordResult(value, now_ms)] if value.run_id else []
         if isinstance(value, GitLabEvent):

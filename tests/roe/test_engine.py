@@ -301,3 +301,47 @@ def test_silent_stage_times_out_is_retried_with_backoff_then_fails_the_run(setti
     assert state.stage("docs").attempt == 2
     tasks = [t.task_id for t in agents.received if t.run_id == run_id]
     assert tasks == [f"{run_id}.docs.1", f"{run_id}.docs.2"]
+
+
+def test_a_start_for_an_agent_without_a_task_topic_is_dead_lettered_and_the_engine_goes_on(
+    settings, topics
+):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.roe.model import StageSpec, WorkflowSpec
+
+    orphan = WorkflowSpec(
+        name="Orphan", version="1.0.0", stages=(StageSpec(name="x", agent="no-such-agent"),)
+    )
+    agents = StandInAgents(settings, AGENTS)
+    agents.start()
+    assert agents.ready.wait(20)
+    engine = RoeEngine(settings)
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    worker.start()
+    bad, good = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    try:
+        with TypedProducer(settings) as producer:
+            command = start_command(bad).model_copy(
+                update={"workflow_id": orphan.workflow_id, "spec_json": orphan.model_dump_json()}
+            )
+            producer.produce("bar.roe.commands", command, key=bad)
+            producer.produce("bar.roe.commands", start_command(good), key=good)
+        assert wait_for(lambda: good in engine.runs and engine.runs[good].done, 60)
+    finally:
+        stop.set()
+        worker.join(20)
+        engine.close()
+        agents.halt()
+    assert bad not in engine.runs and engine.stats.dead_letters >= 1
+    reader = Consumer(settings.kafka_config(**{"group.id": "dlq-check"}))
+    reader.assign([TopicPartition("bar.dlq.bar-roe", 0, 0)])
+    errors = []
+    while (msg := reader.poll(3)) is not None:
+        if msg.error() is None and msg.key() == bad.encode():
+            errors.append(dict(msg.headers())["dlq_error"].decode())
+    reader.close()
+    assert (
+        errors and "bar.tasks.no-such-agent" in errors[0] and "buildkit topics apply" in errors[0]
+    )
