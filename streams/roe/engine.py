@@ -111,6 +111,7 @@ class RoeEngine:
         transactional_id: str = TRANSACTIONAL_ID,
         group_id: str = GROUP,
         remote_silence_ms: int = 30_000,
+        cron_lookback: timedelta = CRON_LOOKBACK,
     ) -> None:
         self.settings = settings
         self.workflows = list(workflows)
@@ -152,7 +153,7 @@ class RoeEngine:
         self._known_topics: set[str] = set()
         # Cron fires are derived from the clock; a restart looks back this far, and the
         # run ids (derived from the fire time) make a fire that already ran a no-op.
-        self._cron_checked = datetime.now(UTC) - CRON_LOOKBACK
+        self._cron_checked = datetime.now(UTC) - cron_lookback
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -19,6 +22,7 @@ from buildkit.contracts.events import AgentError, AgentResult, AgentTask, TaskSt
 from buildkit.producer import TypedProducer
 from buildkit.serde import SerdeRegistry
 from buildkit.settings import Settings
+from streams.roe.engine import RoeEngine
 
 
 class StandInAgents(threading.Thread):
@@ -110,3 +114,25 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1) -> bool:  
             return True
         time.sleep(interval)
     return False
+
+
+@contextmanager
+def running(
+    settings: Settings, agents: StandInAgents | None, **engine_options: Any
+) -> Iterator[RoeEngine]:
+    """A ROE engine (and stand-in agents) running in threads for the ``with`` body."""
+    if agents is not None:
+        agents.start()
+        assert agents.ready.wait(20), "stand-in agents did not start"
+    engine = RoeEngine(settings, **engine_options)
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        yield engine
+    finally:
+        stop.set()
+        worker.join(20)
+        engine.close()
+        if agents is not None:
+            agents.halt()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -14,7 +13,7 @@ from buildkit.producer import TypedProducer
 from buildkit.topics import apply_topics
 from streams.roe.engine import RoeEngine
 from streams.roe.spec import builtin_workflows, load_workflow
-from tests.roe.agents import StandInAgents, wait_for
+from tests.roe.agents import StandInAgents, running, wait_for
 
 FEATURE = load_workflow(builtin_workflows()[0])
 AGENTS = [s.agent for s in FEATURE.stages]
@@ -39,24 +38,13 @@ def start_command(run_id: str, inputs: dict[str, str] | None = None) -> Workflow
 
 def test_feature_workflow_runs_stage_by_stage_passing_artifact_references(settings, topics):
     agents = StandInAgents(settings, AGENTS)
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings, workflows=[FEATURE])
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     run_id = f"run-{uuid.uuid4().hex[:10]}"
-    try:
+    with running(settings, agents, workflows=[FEATURE]) as engine:
         with TypedProducer(settings) as producer:
             producer.produce(
                 "bar.roe.commands", start_command(run_id, {"issueId": "123"}), key=run_id
             )
         assert wait_for(lambda: run_id in engine.runs and engine.runs[run_id].done, 60)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
     state = engine.runs[run_id]
     assert state.status.value == "SUCCEEDED"
     tasks = [t for t in agents.received if t.run_id == run_id]
@@ -81,22 +69,11 @@ def test_feature_workflow_runs_stage_by_stage_passing_artifact_references(settin
 
 def test_failing_gate_fails_the_run_naming_the_metric(settings, topics):
     agents = StandInAgents(settings, AGENTS, metrics={"coverage": 72.5, "phpcs violations": 0})
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings, workflows=[FEATURE])
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     run_id = f"run-{uuid.uuid4().hex[:10]}"
-    try:
+    with running(settings, agents, workflows=[FEATURE]) as engine:
         with TypedProducer(settings) as producer:
             producer.produce("bar.roe.commands", start_command(run_id), key=run_id)
         assert wait_for(lambda: run_id in engine.runs and engine.runs[run_id].done, 60)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
     state = engine.runs[run_id]
     assert state.status.value == "FAILED"
     assert "coverage 72.5 < 80" in (state.reason or "")
@@ -155,16 +132,11 @@ def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(sett
         stages=(StageSpec(name="collect", agent="metrics-collector"),),
     )
     agents = StandInAgents(settings, [*AGENTS, "metrics-collector"])
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings, workflows=[FEATURE, cron_flow])
-    engine._cron_checked -= timedelta(minutes=2)  # a fire is due at once
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     delivery = issue_event()
     [match] = match_event([FEATURE], delivery)
-    try:
+    with running(
+        settings, agents, workflows=[FEATURE, cron_flow], cron_lookback=timedelta(minutes=2)
+    ) as engine:
         with TypedProducer(settings) as producer:
             producer.produce("bar.gitlab.events", delivery, key="4200")
             producer.produce("bar.gitlab.events", delivery, key="4200")  # GitLab retried it
@@ -174,11 +146,6 @@ def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(sett
             return [s for s in engine.runs.values() if s.workflow_id == cron_flow.workflow_id]
 
         assert wait_for(lambda: any(s.done for s in cron_runs()), 60)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
     state = engine.runs[match.run_id]
     assert state.status.value == "SUCCEEDED"
     assert state.inputs["gitlab.object_iid"] == "123"
@@ -216,12 +183,8 @@ def test_remote_stage_goes_to_its_network_or_falls_back_to_the_local_agent(setti
             ]
         ),
     )
-    engine = RoeEngine(settings, remote_silence_ms=60_000)
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     live_run, gone_run = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
-    try:
+    with running(settings, None, remote_silence_ms=60_000) as engine:
         with TypedProducer(settings) as producer:
             beat = AgentHeartbeat(
                 agent="ossa://production/deployer",
@@ -243,10 +206,6 @@ def test_remote_stage_goes_to_its_network_or_falls_back_to_the_local_agent(setti
             return None if state is None else state.stage("deploy").topic
 
         assert wait_for(lambda: dispatched(live_run) and dispatched(gone_run), 30)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
     assert dispatched(live_run) == "bar.ossa.production.tasks.deployer"
     assert dispatched(gone_run) == "bar.tasks.deployer"
     reader = Consumer(settings.kafka_config(**{"group.id": "remote-check"}))
@@ -277,25 +236,14 @@ def test_silent_stage_times_out_is_retried_with_backoff_then_fails_the_run(setti
     )
     agents = StandInAgents(settings, ["doc-sync"])
     agents.silent.add("docs")
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings)
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     run_id = f"run-{uuid.uuid4().hex[:8]}"
-    try:
+    with running(settings, agents) as engine:
         with TypedProducer(settings) as producer:
             command = start_command(run_id).model_copy(
                 update={"workflow_id": spec.workflow_id, "spec_json": spec.model_dump_json()}
             )
             producer.produce("bar.roe.commands", command, key=run_id)
         assert wait_for(lambda: run_id in engine.runs and engine.runs[run_id].done, 30)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
     state = engine.runs[run_id]
     assert state.status.value == "FAILED"
     assert state.stage("docs").attempt == 2
@@ -314,14 +262,8 @@ def test_a_start_for_an_agent_without_a_task_topic_is_dead_lettered_and_the_engi
         name="Orphan", version="1.0.0", stages=(StageSpec(name="x", agent="no-such-agent"),)
     )
     agents = StandInAgents(settings, AGENTS)
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings)
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
     bad, good = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
-    try:
+    with running(settings, agents) as engine:
         with TypedProducer(settings) as producer:
             command = start_command(bad).model_copy(
                 update={"workflow_id": orphan.workflow_id, "spec_json": orphan.model_dump_json()}
@@ -329,11 +271,6 @@ def test_a_start_for_an_agent_without_a_task_topic_is_dead_lettered_and_the_engi
             producer.produce("bar.roe.commands", command, key=bad)
             producer.produce("bar.roe.commands", start_command(good), key=good)
         assert wait_for(lambda: good in engine.runs and engine.runs[good].done, 60)
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
     assert bad not in engine.runs and engine.stats.dead_letters >= 1
     reader = Consumer(settings.kafka_config(**{"group.id": "dlq-check"}))
     reader.assign([TopicPartition("bar.dlq.bar-roe", 0, 0)])
