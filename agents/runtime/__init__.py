@@ -1,0 +1,1 @@
+"""The agent SDK: what every agent shares, starting with its manifest (:mod:`.manifest`)."""

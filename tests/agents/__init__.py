@@ -1,0 +1,1 @@
+"""Tests of the agent SDK and the built-in agents."""
