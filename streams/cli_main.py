@@ -10,9 +10,11 @@ from __future__ import annotations
 
 def main() -> None:
     """Console-script entry point."""
+    from agents import cli as agents_cli
     from buildkit.cli import main as buildkit_main
     from streams.roe import cli as roe_cli
 
     buildkit_main._register()
     buildkit_main.app.add_typer(roe_cli.app, name="roe")
+    buildkit_main.app.add_typer(agents_cli.app, name="agents")
     buildkit_main.app()
