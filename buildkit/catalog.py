@@ -23,6 +23,7 @@ from buildkit.contracts.events import (
     GitLabEvent,
 )
 from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent
+from buildkit.contracts.swarm import ScalingDecisionEvent
 from buildkit.errors import UnknownTopic
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -254,6 +255,14 @@ def default_catalog() -> Catalog:
                 retention=None,
                 key_field="run_id",
                 description="every workflow run's history; the engine's state is their fold",
+            ),
+            TopicSpec(
+                "bar.swarm.decisions",
+                ScalingDecisionEvent,
+                partitions=1,
+                retention=timedelta(days=30),
+                key_field="agent_type",
+                description="every SWARM scaling decision with its inputs and reason",
             ),
             *(dlq_spec(group) for group in PLATFORM_GROUPS),
         ]

@@ -55,7 +55,13 @@ def list_schemas() -> None:
     title = f"{len(rows)} contracts in schemas/ (namespace {NAMESPACE}), registry {url}"
     table = Table(title=title, title_justify="left")
     for column in ("file", "record", "fields", "history", "registry id"):
-        table.add_column(column, justify="right" if column in ("fields", "history") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("fields", "history") else "left",
+            # File names stay whole (other columns give way): a user greps this output.
+            no_wrap=column == "file",
+            min_width=len("agent_registration.avsc") if column == "file" else None,
+        )
     for file, record, fields, n_versions, subject in rows:
         if ids is None:
             registered = "unreachable"

@@ -1,7 +1,8 @@
 """Event contracts: the pydantic models, their enums and the Avro codec.
 
 Each event type is one pydantic model (:mod:`buildkit.contracts.events`, the
-workflow engine's in :mod:`buildkit.contracts.roe`) and one
+workflow engine's in :mod:`buildkit.contracts.roe`, SWARM's in
+:mod:`buildkit.contracts.swarm`) and one
 ``schemas/*.avsc`` record; ``buildkit schemas check`` proves the two agree and
 that every change stays BACKWARD_TRANSITIVE compatible. Importing this package
 stays cheap: stdlib and pydantic only, no Kafka client.
@@ -29,6 +30,12 @@ from buildkit.contracts.roe import (
     WorkflowEventKind,
     run_id_for_trigger,
 )
+from buildkit.contracts.swarm import (
+    MetricRecommendation,
+    ScalingAction,
+    ScalingDecisionEvent,
+    ScalingMetric,
+)
 
 __all__ = [
     "ActionKind",
@@ -42,7 +49,11 @@ __all__ = [
     "Event",
     "GitLabAction",
     "GitLabEvent",
+    "MetricRecommendation",
     "ReplicaState",
+    "ScalingAction",
+    "ScalingDecisionEvent",
+    "ScalingMetric",
     "TaskStatus",
     "WorkflowCommand",
     "WorkflowCommandKind",

@@ -316,3 +316,28 @@ def test_random_load_never_changes_direction_twice_within_a_window(
     for first, second in itertools.pairwise(flips):
         # So no window holds two flips: two flips include an up followed by a down.
         assert second[1] - first[0] > window, (changes, window)
+
+
+def test_every_decision_becomes_an_event_that_round_trips_through_avro():
+    from buildkit.contracts import Codec, ScalingDecisionEvent
+    from streams.swarm.events import decision_event
+    from streams.swarm.policy import Observation, ScalingHistory, ScalingPolicy, decide_scale
+
+    policy = ScalingPolicy.model_validate(
+        {"minAgents": 2, "maxAgents": 20, "tasksPerAgent": 5, "targetCPU": 70}
+    )
+    observation = Observation(
+        agent_type="test-generator",
+        current_replicas=2,
+        lag=100,
+        cpu_percent=(40.0, 30.0),
+        at_ms=1_795_600_000_000,
+    )
+    decision = decide_scale(policy, observation, ScalingHistory())
+    event = decision_event(decision)
+    assert (event.action.value, event.current_replicas, event.desired_replicas) == ("UP", 2, 20)
+    assert event.lag == 100 and event.cpu_percent == [40.0, 30.0] and event.tasks_per_agent == 5
+    assert event.reason == decision.reason and "lag 100 / 5 per agent → 20" in event.reason
+    assert {r.metric.value for r in event.recommendations} == {"LAG", "CPU"}
+    codec = Codec.for_model(ScalingDecisionEvent)
+    assert codec.decode(codec.encode(event)) == event
