@@ -10,10 +10,18 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.runtime.agent import Agent, AgentFault, TaskOutcome
 from agents.runtime.manifest import builtin_manifests_dir, load_manifest
-from agents.runtime.runner import RESULTS_TOPIC, AgentRunner
+from agents.runtime.runner import HEARTBEATS_TOPIC, REGISTRY_TOPIC, RESULTS_TOPIC, AgentRunner
 from agents.runtime.testing import AgentTestContext
 from buildkit.catalog import default_catalog
-from buildkit.contracts.events import AgentResult, AgentTask, TaskStatus
+from buildkit.contracts.events import (
+    AgentHeartbeat,
+    AgentKind,
+    AgentRegistration,
+    AgentResult,
+    AgentTask,
+    Event,
+    TaskStatus,
+)
 from buildkit.producer import TypedProducer
 from buildkit.serde import SerdeRegistry
 from buildkit.settings import Settings
@@ -127,30 +135,34 @@ def _records_on(settings: Settings, topic: str) -> int:
 
 
 def _read_results(settings: Settings, task_ids: set[str]) -> list[AgentResult]:
-    serde = SerdeRegistry(settings, default_catalog()).for_topic(RESULTS_TOPIC)
+    found = _read_topic(settings, RESULTS_TOPIC)
+    return [v for v in found if isinstance(v, AgentResult) and v.task_id in task_ids]
+
+
+def _read_topic(settings: Settings, topic: str) -> list[Event]:
+    """Every value currently on ``topic``, decoded."""
+    serde = SerdeRegistry(settings, default_catalog()).for_topic(topic)
     consumer = Consumer(settings.kafka_config(**{"group.id": "unused", "log_level": 0}))
     try:
-        md = consumer.list_topics(RESULTS_TOPIC, timeout=settings.client_timeout_s)
+        md = consumer.list_topics(topic, timeout=settings.client_timeout_s)
         ends: dict[int, int] = {}
         assign = []
-        for p in md.topics[RESULTS_TOPIC].partitions:
+        for p in md.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(RESULTS_TOPIC, p), timeout=settings.client_timeout_s
+                TopicPartition(topic, p), timeout=settings.client_timeout_s
             )
             if high > low:
                 ends[p] = high
-                assign.append(TopicPartition(RESULTS_TOPIC, p, low))
+                assign.append(TopicPartition(topic, p, low))
         consumer.assign(assign)
-        found: list[AgentResult] = []
+        found: list[Event] = []
         positions = {p: 0 for p in ends}
         while any(positions[p] < ends[p] for p in ends):
             msg = consumer.poll(1)
             if msg is None or msg.error() is not None:
                 continue
             positions[msg.partition() or 0] = (msg.offset() or 0) + 1
-            value = serde.decode(msg.value())
-            if isinstance(value, AgentResult) and value.task_id in task_ids:
-                found.append(value)
+            found.append(serde.decode(msg.value()))
         return found
     finally:
         consumer.close()
@@ -173,7 +185,14 @@ def test_runner_answers_each_task_once_and_skips_a_redelivered_task(
         for task in [*tasks, tasks[0]]:  # the last one is a redelivery of the first
             producer.produce(topic, task, key=task.task_id)
 
-    runner = AgentRunner(settings, agent, group_id=f"{MANIFEST.group_id}-{prefix}")
+    replica = f"{prefix}-replica"
+    runner = AgentRunner(
+        settings,
+        agent,
+        group_id=f"{MANIFEST.group_id}-{prefix}",
+        replica_id=replica,
+        heartbeat_interval_s=0.5,
+    )
     stats = runner.run(max_tasks=already + 6, idle_timeout_s=20)
 
     ours = [c for c in agent.calls if c.startswith(prefix)]
@@ -182,3 +201,19 @@ def test_runner_answers_each_task_once_and_skips_a_redelivered_task(
     results = _read_results(settings, {t.task_id for t in tasks})
     assert sorted(r.task_id for r in results) == sorted(t.task_id for t in tasks)
     assert all(r.status is TaskStatus.SUCCEEDED for r in results)
+
+    registrations = [
+        r
+        for r in _read_topic(settings, REGISTRY_TOPIC)
+        if isinstance(r, AgentRegistration) and r.agent_id == replica
+    ]
+    assert [r.active for r in registrations] == [True, False]
+    assert all(r.kind is AgentKind.WORKER and r.name == MANIFEST.name for r in registrations)
+    beats = [
+        b
+        for b in _read_topic(settings, HEARTBEATS_TOPIC)
+        if isinstance(b, AgentHeartbeat) and b.replica_id == replica
+    ]
+    assert beats, "no heartbeat for this replica"
+    assert beats[-1].state.value == "DRAINING"
+    assert all(b.memory_bytes > 0 and b.agent == MANIFEST.name for b in beats)
