@@ -28,7 +28,6 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Iterable
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -48,7 +47,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from buildkit.catalog import task_topic_name
-from buildkit.errors import BuildKitError
+from buildkit.yaml_positions import TAG, PositionedError, describe_node
 
 __all__ = [
     "AgentManifest",
@@ -66,7 +65,6 @@ __all__ = [
 AgentType = Literal["governor", "worker", "critic", "observer"]
 
 _MANIFESTS_DIR = Path(__file__).parent.parent / "manifests"
-_TAG = "tag:yaml.org,2002:"
 # A DNS label: it becomes part of topic, consumer-group and Kubernetes names.
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -80,20 +78,9 @@ _MEMORY_UNITS = {
 _THRESHOLD = re.compile(rf"([-+]?{_NUMBER}(?:[eE][-+]?\d+)?)\s*(.*)")
 
 
-class ManifestError(BuildKitError):
-    """A manifest file has one or more problems; all of them are listed, in file order.
-
-    ``problems`` holds ``(line, column, message)`` triples (1-based); a message about
-    a field starts with ``field "resources.limits.memory":``. ``str()`` renders one
-    ``source:line:column: message`` line each, the form editors and CI logs link.
-    """
-
-    def __init__(self, source: str, problems: Iterable[tuple[int, int, str]]) -> None:
-        self.source = source
-        self.problems = sorted(problems, key=lambda p: (p[0], p[1]))
-        super().__init__(
-            "\n".join(f"{source}:{line}:{col}: {msg}" for line, col, msg in self.problems)
-        )
+class ManifestError(PositionedError):
+    """A manifest file has one or more problems, each as ``source:line:column: message``;
+    a message about a field starts with ``field "resources.limits.memory":``."""
 
 
 # -- quantities and thresholds ------------------------------------------------------
@@ -326,20 +313,6 @@ def _load(path: str | os.PathLike[str]) -> tuple[AgentManifest, tuple[int, int]]
     return _Loader(text, source).run()
 
 
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if node.tag == _TAG + "null":
-        return "nothing"
-    if node.tag == _TAG + "bool":
-        return f"{node.value} (YAML reads it as a boolean; quote it if you meant text)"
-    if node.tag == _TAG + "str":
-        return f'"{node.value}"'
-    return str(node.value)
-
-
 def _field(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
@@ -389,7 +362,7 @@ class _Loader:
     def body(self, root: yaml.Node) -> yaml.Node | None:
         """The value of the top-level ``manifest:`` key, reporting anything else."""
         if not isinstance(root, yaml.MappingNode):
-            self.at(root, None, f'expected a top-level "manifest:" key, got {_describe(root)}')
+            self.at(root, None, f'expected a top-level "manifest:" key, got {describe_node(root)}')
             return None
         body = None
         keys = []
@@ -427,8 +400,8 @@ class _Loader:
         out: dict[str, Any] = {}
         first: dict[str, yaml.Node] = {}
         for knode, vnode in node.value:
-            if not isinstance(knode, yaml.ScalarNode) or knode.tag != _TAG + "str":
-                self.at(knode, path, f"keys must be text, got {_describe(knode)}")
+            if not isinstance(knode, yaml.ScalarNode) or knode.tag != TAG + "str":
+                self.at(knode, path, f"keys must be text, got {describe_node(knode)}")
                 continue
             name = knode.value
             if name in first:
@@ -469,7 +442,7 @@ class _Loader:
         node = self.node(path, key="[key]" in error["loc"])
         if not path:  # the value of manifest: itself
             path = ("manifest",)
-        got = _describe(node)
+        got = describe_node(node)
         if kind in ("tuple_type", "list_type"):
             message = f"must be a list of text, got {got}"
         elif kind == "string_type":

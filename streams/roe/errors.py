@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from buildkit.errors import BuildKitError
+from buildkit.yaml_positions import PositionedError
 
 
 class ConditionError(BuildKitError, ValueError):
@@ -22,16 +21,5 @@ class ConditionError(BuildKitError, ValueError):
         super().__init__(f"invalid condition {where}at column {column}: {message}")
 
 
-class WorkflowSpecError(BuildKitError):
-    """A workflow file has one or more problems; all of them are listed, in file order.
-
-    ``problems`` holds ``(line, column, message)`` triples (1-based); ``str()`` renders
-    one ``source:line:column: message`` line each, the form editors and CI logs link.
-    """
-
-    def __init__(self, source: str, problems: Iterable[tuple[int, int, str]]) -> None:
-        self.source = source
-        self.problems = sorted(problems, key=lambda p: (p[0], p[1]))
-        super().__init__(
-            "\n".join(f"{source}:{line}:{col}: {msg}" for line, col, msg in self.problems)
-        )
+class WorkflowSpecError(PositionedError):
+    """A workflow file has one or more problems, each as ``source:line:column: message``."""

@@ -38,7 +38,6 @@ outputs are matched as exact strings (``tests/`` and ``tests`` differ).
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -51,6 +50,7 @@ import yaml
 from croniter import croniter
 from pydantic import ValidationError
 
+from buildkit.yaml_positions import TAG, describe_node, suggest
 from streams.roe.conditions import parse_condition
 from streams.roe.errors import ConditionError, WorkflowSpecError
 from streams.roe.graph import ancestors, cycles, shortest_cycle
@@ -83,7 +83,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _OSSA = re.compile(r"ossa://([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TAG = "tag:yaml.org,2002:"
 
 
 def builtin_workflows() -> list[Path]:
@@ -118,28 +117,6 @@ def parse_duration(value: str) -> float:
     if not parts or "".join(p.group() for p in parts) != text:
         raise ValueError(f'"{value}" is not a duration: use seconds or e.g. 90s, 10m, 1h30m')
     return sum(float(p.group(1)) * _UNIT_S[p.group(2)] for p in parts)
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    by_lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(f'"{by_lower[c]}"' for c in close) + "?"
-
-
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if node.tag == _TAG + "null":
-        return "nothing"
-    if node.tag == _TAG + "bool":
-        return f"{node.value} (YAML reads it as a boolean; quote it if you meant text)"
-    if node.tag == _TAG + "str":
-        return f'"{node.value}"'
-    return str(node.value)
 
 
 @dataclass
@@ -217,7 +194,7 @@ class _Checker:
     ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
         """Canonical key -> (key node, value node); reports unknown/duplicate/missing keys."""
         if not isinstance(node, yaml.MappingNode):
-            self.at(node, f"{what} must be a mapping of keys, got {_describe(node)}")
+            self.at(node, f"{what} must be a mapping of keys, got {describe_node(node)}")
             return None
         canonical = {spelling: key for key, spellings in allowed.items() for spelling in spellings}
         found: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -226,7 +203,7 @@ class _Checker:
             key = canonical.get(spelling) if isinstance(spelling, str) else None
             if key is None:
                 names = ", ".join("/".join(s) for s in allowed.values())
-                hint = _suggest(str(spelling), list(canonical)) if spelling else ""
+                hint = suggest(str(spelling), list(canonical)) if spelling else ""
                 self.at(knode, f'unknown key "{spelling}" in {what}{hint} (allowed: {names})')
             elif key in found:
                 first = found[key][0]
@@ -249,8 +226,8 @@ class _Checker:
 
     def string(self, node: yaml.Node, what: str, token: bool = False) -> str | None:
         """A non-empty text scalar (numbers keep their written form: ``version: 1.10``)."""
-        if not isinstance(node, yaml.ScalarNode) or node.tag in (_TAG + "null", _TAG + "bool"):
-            self.at(node, f"{what} must be text, got {_describe(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag in (TAG + "null", TAG + "bool"):
+            self.at(node, f"{what} must be text, got {describe_node(node)}")
             return None
         value = str(node.value).strip()
         if not value:
@@ -263,7 +240,7 @@ class _Checker:
 
     def strings(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]]:
         """A list of text; a lone text is a one-item list, nothing is an empty list."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null":
+        if isinstance(node, yaml.ScalarNode) and node.tag == TAG + "null":
             return []
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         if isinstance(node, yaml.MappingNode):
@@ -277,39 +254,41 @@ class _Checker:
         return out
 
     def integer(self, node: yaml.Node, what: str) -> int | None:
-        if node.tag != _TAG + "int" or (value := self.scalar(node)) < 0:
-            self.at(node, f"{what} must be a whole number >= 0, got {_describe(node)}")
+        if node.tag != TAG + "int" or (value := self.scalar(node)) < 0:
+            self.at(node, f"{what} must be a whole number >= 0, got {describe_node(node)}")
             return None
         return int(value)
 
     def number(self, node: yaml.Node, what: str, minimum: float) -> float | None:
-        numeric = node.tag in (_TAG + "int", _TAG + "float")
+        numeric = node.tag in (TAG + "int", TAG + "float")
         if not numeric or not (value := self.scalar(node)) >= minimum:
-            self.at(node, f"{what} must be a number >= {minimum:g}, got {_describe(node)}")
+            self.at(node, f"{what} must be a number >= {minimum:g}, got {describe_node(node)}")
             return None
         return float(value)
 
     def duration(self, node: yaml.Node, what: str, positive: bool) -> float | None:
-        if node.tag in (_TAG + "int", _TAG + "float"):
+        if node.tag in (TAG + "int", TAG + "float"):
             seconds = float(self.scalar(node))
-        elif node.tag == _TAG + "str":
+        elif node.tag == TAG + "str":
             try:
                 seconds = parse_duration(node.value)
             except ValueError as e:
                 self.at(node, f"{what}: {e}")
                 return None
         else:
-            self.at(node, f"{what} must be seconds or a duration like 90s, got {_describe(node)}")
+            self.at(
+                node, f"{what} must be seconds or a duration like 90s, got {describe_node(node)}"
+            )
             return None
         if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
             bound = "greater than 0" if positive else ">= 0"
-            self.at(node, f"{what} must be {bound}, got {_describe(node)}")
+            self.at(node, f"{what} must be {bound}, got {describe_node(node)}")
             return None
         return seconds
 
     def boolean(self, node: yaml.Node, what: str) -> bool | None:
-        if node.tag != _TAG + "bool":
-            self.at(node, f"{what} must be true or false, got {_describe(node)}")
+        if node.tag != TAG + "bool":
+            self.at(node, f"{what} must be true or false, got {describe_node(node)}")
             return None
         return bool(self.scalar(node))
 
@@ -331,7 +310,7 @@ class _Checker:
                 continue
             seen.add(name)
             required, default = True, None
-            if spec_node is not None and spec_node.tag != _TAG + "null":
+            if spec_node is not None and spec_node.tag != TAG + "null":
                 keys = self.mapping(spec_node, f'input "{name}"', _INPUT_KEYS) or {}
                 if "default" in keys:
                     default = self.string(keys["default"][1], f'the default of input "{name}"')
@@ -353,7 +332,7 @@ class _Checker:
         if items is None:
             self.at(
                 node,
-                f"trigger must be a list of {{event, labels}} or {{cron}}, got {_describe(node)}",
+                "trigger must be a list of {event, labels} or {cron}, got " + describe_node(node),
             )
             return ()
         out = []
@@ -398,10 +377,10 @@ class _Checker:
         self, key_node: yaml.Node, node: yaml.Node
     ) -> list[tuple[dict[str, Any] | None, _Stage | None]]:
         if not isinstance(node, yaml.SequenceNode):
-            if node.tag == _TAG + "null":
+            if node.tag == TAG + "null":
                 self.at(key_node, "stages is empty: a workflow needs at least one stage")
             else:
-                self.at(node, f"stages must be a list of stages, got {_describe(node)}")
+                self.at(node, f"stages must be a list of stages, got {describe_node(node)}")
             return []
         if not node.value:
             self.at(node, "stages is empty: a workflow needs at least one stage")
@@ -444,11 +423,11 @@ class _Checker:
             fields["backoff"] = self.backoff(keys["backoff"][1], what)
         if "on_failure" in keys:
             vnode = keys["on_failure"][1]
-            if vnode.tag != _TAG + "str" or vnode.value not in ("fail", "continue"):
+            if vnode.tag != TAG + "str" or vnode.value not in ("fail", "continue"):
                 self.at(
                     vnode,
                     f'{keys["on_failure"][0].value} of {what} must be "fail" or "continue", '
-                    f"got {_describe(vnode)}",
+                    f"got {describe_node(vnode)}",
                 )
             fields["on_failure"] = vnode.value
         if "fallback_local" in keys:
@@ -558,7 +537,7 @@ class _Checker:
                 if dep == stage.name:
                     self.at(node, f'stage "{dep}" depends on itself')
                 elif dep not in by_name:
-                    hint = _suggest(dep, list(by_name)) or f" (stages: {', '.join(by_name)})"
+                    hint = suggest(dep, list(by_name)) or f" (stages: {', '.join(by_name)})"
                     self.at(node, f'stage "{stage.name}" depends on unknown stage "{dep}"{hint}')
                     unresolved.add(stage.name)
                 elif dep in seen:
