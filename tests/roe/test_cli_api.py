@@ -18,7 +18,7 @@ from buildkit.catalog import default_catalog
 from buildkit.topics import apply_topics
 from streams.roe.api import Roe, TaskCompleted
 from streams.roe.engine import RoeEngine
-from tests.roe.agents import StandInAgents, wait_for
+from tests.roe.agents import StandInAgents, running, wait_for
 
 TWO_STEP = """\
 name: CLI two step
@@ -57,19 +57,8 @@ def engine(settings) -> Iterator[RoeEngine]:
     apply_topics(settings, default_catalog())
     agents = StandInAgents(settings, ["tdd-enforcer", "doc-sync"])
     agents.silent.add("never-answered")
-    agents.start()
-    assert agents.ready.wait(20)
-    engine = RoeEngine(settings)
-    stop = threading.Event()
-    worker = threading.Thread(target=engine.run, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with running(settings, agents) as engine:
         yield engine
-    finally:
-        stop.set()
-        worker.join(20)
-        engine.close()
-        agents.halt()
 
 
 @pytest.fixture(scope="module")
