@@ -84,23 +84,28 @@ class SimulatedAgents(threading.Thread):
 
     def result(self, task: AgentTask) -> AgentResult:
         """A successful result with an artifact reference per declared output."""
-        now = datetime.now(UTC)
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        outputs = json.loads(task.parameters_json or "{}").get("outputs", [])
-        return AgentResult(
-            task_id=task.task_id,
-            agent=task.agent,
-            run_id=task.run_id,
-            stage=task.stage,
-            attempt=task.attempt,
-            status=TaskStatus.SUCCEEDED,
-            metrics=self.metrics,
-            outputs={name: f"artifact://{task.run_id}/{task.stage}/{name}" for name in outputs},
-            started_at=now,
-            finished_at=now,
-        )
+        return simulated_result(task, self.metrics)
 
     def halt(self) -> None:
         """Stop answering and wait for the thread."""
         self._halted.set()
         self.join(10)
+
+
+def simulated_result(task: AgentTask, metrics: dict[str, float]) -> AgentResult:
+    """A successful result for ``task``: an artifact reference per output it declares."""
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    outputs = json.loads(task.parameters_json or "{}").get("outputs", [])
+    return AgentResult(
+        task_id=task.task_id,
+        agent=task.agent,
+        run_id=task.run_id,
+        stage=task.stage,
+        attempt=task.attempt,
+        status=TaskStatus.SUCCEEDED,
+        metrics=metrics,
+        outputs={name: f"artifact://{task.run_id}/{task.stage}/{name}" for name in outputs},
+        started_at=now,
+        finished_at=now,
+    )

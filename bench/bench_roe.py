@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import os
 import subprocess
@@ -56,10 +55,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from agents.simulated import simulated_result
 from bench.report import BenchResult, PathResult, Run
 from bench.stack import delete_topics, fresh_topic
 from buildkit.catalog import default_catalog
-from buildkit.contracts.events import AgentResult, AgentTask, TaskStatus
+from buildkit.contracts.events import AgentResult, AgentTask
 from buildkit.contracts.roe import (
     WorkflowCommand,
     WorkflowCommandKind,
@@ -183,7 +183,7 @@ class Agents(threading.Thread):
                     if task.task_id in self.received:
                         continue  # answer once per task id
                     self.received[task.task_id] = Seen(ts, got)
-                    result = _result(task)
+                    result = simulated_result(task, METRICS)
                     self.sent[task.task_id] = now_ms()
                     producer.produce(RESULTS, result, key=task.task_id)
                     answered = True
@@ -195,26 +195,6 @@ class Agents(threading.Thread):
     def halt(self) -> None:
         self.stop.set()
         self.join(10)
-
-
-def _result(task: AgentTask) -> AgentResult:
-    at = datetime.now(UTC)
-    outputs = {
-        name: f"artifact://{task.run_id}/{task.stage}/{name}"
-        for name in json.loads(task.parameters_json or "{}").get("outputs", [])
-    }
-    return AgentResult(
-        task_id=task.task_id,
-        agent=task.agent,
-        run_id=task.run_id,
-        stage=task.stage,
-        attempt=task.attempt,
-        status=TaskStatus.SUCCEEDED,
-        metrics=METRICS,
-        outputs=outputs,
-        started_at=at,
-        finished_at=at,
-    )
 
 
 # -- the engine, the commands and the tail of bar.roe.events -------------------------
