@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-demo: $(STAMP) ## The demo on the embedded stack: event backbone, then a workflow stage by stage (make down stops it)
+demo: $(STAMP) ## The demo on the embedded stack: event backbone, a workflow stage by stage, agents scaling (make down stops it)
 	$(BUILDKIT) demo
 	$(BUILDKIT) roe demo
+	$(BUILDKIT) swarm demo
 
 test: $(STAMP) lint ## Lint, type-check and run every test against the real embedded stack
 	$(VENV)/bin/pytest

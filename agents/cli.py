@@ -1,4 +1,4 @@
-"""``buildkit agents``: the agent manifests (the SDK, scaffolding and deploy come next)."""
+"""``buildkit agents``: list and describe manifests, scaffold a new agent, deploy one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from buildkit.cli.common import handle_errors, out
+from buildkit.cli.common import handle_errors, load_settings, out
 
 app = typer.Typer(
     help="Agents: their manifests, task topics and consumer groups.", no_args_is_help=True
@@ -78,3 +78,95 @@ def describe(
     out.print(f"  resources       cpu {res.cpu}, memory {res.memory}")
     if res.limits:
         out.print(f"  limits          cpu {res.limits.cpu}, memory {res.limits.memory}")
+
+
+@app.command("create")
+@handle_errors
+def create(
+    agent_type: Annotated[
+        str, typer.Option("--type", help="Agent type: governor, worker, critic or observer.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Agent name, lowercase kebab-case.")],
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to create the NAME folder (default: here)."),
+    ] = None,
+    capabilities: Annotated[
+        list[str] | None,
+        typer.Option("--capability", help="A capability for the manifest; repeat for more."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the generated files of an existing folder.")
+    ] = False,
+) -> None:
+    """Scaffold a working agent in DIR/NAME: manifest, code, tests and a README.
+
+    Example: buildkit agents create --type worker --name word-counter --capability text-stats
+    """
+    from rich.markup import escape
+
+    from agents.scaffold import create_agent
+
+    scaffold = create_agent(name, agent_type, directory, capabilities or [], force=force)
+    agent = scaffold.names.name
+    shown = escape(_shown(scaffold.folder))
+    out.print(f"created {scaffold.manifest.type} agent [bold]{agent}[/bold] in {shown}/")
+    for file_name in scaffold.files:
+        out.print(f"  {shown}/{file_name}")
+    parent = _shown(scaffold.folder.parent)
+    out.print("next:" if parent == "." else f"next, from {escape(parent)}:")
+    out.print(f"  python -m pytest {agent}        # its tests")
+    out.print(
+        f"  python -m agents.runtime.serve --manifest {agent}/manifest.yaml   # run it locally"
+    )
+    out.print(f"  buildkit agents deploy --agent-id {agent} --manifest {agent}/manifest.yaml")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is below it, else absolute."""
+    absolute = path.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
+@app.command("deploy")
+@handle_errors
+def deploy(
+    agent_id: Annotated[str, typer.Option("--agent-id", help="The agent's name.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Manifest file (default: the shipped one of the agent)."),
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option("--replicas", help="Run exactly N replicas (default: SWARM's policy)."),
+    ] = None,
+) -> None:
+    """Validate a manifest, create the agent's task topic and ask SWARM to run it.
+
+    Publishes a DEPLOY SwarmCommand on bar.swarm.commands and waits for the broker's ack.
+
+    Example: buildkit agents deploy --agent-id word-counter --manifest word-counter/manifest.yaml
+    """
+    from agents.deploy import SWARM_COMMANDS_TOPIC, deploy_agent
+
+    settings = load_settings()
+    done = deploy_agent(settings, agent_id, manifest, replicas)
+    command = done.command
+    topic = done.task_topic
+    topic_state = {"created": "created", "unchanged": "exists"}.get(
+        topic.kind, f"{topic.kind} updated: {topic.detail}"
+    )
+    how_many = (
+        f"{command.replicas} replica(s)" if command.replicas else "replicas per SWARM's policy"
+    )
+    out.print(f"deploy of [bold]{command.agent_type}[/bold] requested: {how_many}")
+    out.print(f"  manifest        {done.manifest_path}")
+    out.print(f"  task topic      {topic.topic} ({topic_state})")
+    out.print(f"  command         {command.command_id} on {SWARM_COMMANDS_TOPIC} (acknowledged)")
+    out.print(
+        "next: the SWARM controller (`buildkit swarm run`, started by `buildkit dev up`) "
+        "starts the replicas; watch with `buildkit swarm health --all`"
+    )

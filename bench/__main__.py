@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench.report import RESULTS_DIR, BenchResult, load_results, print_summary, write_results
 
-BENCHMARKS = ("produce", "consume", "replay", "archive", "roe")
+BENCHMARKS = ("produce", "consume", "replay", "archive", "roe", "swarm")
 # Produce runs are short and the most sensitive to other load on the machine: more of them.
-DEFAULT_REPEATS = {"produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5}
+DEFAULT_REPEATS = {"produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5, "swarm": 3}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_produce import bench_produce, wire_values
     from bench.bench_replay import bench_replay
     from bench.bench_roe import bench_roe
+    from bench.bench_swarm import bench_swarm
     from bench.payloads import build_payloads, prefill
     from bench.stack import bench_stack, delete_topics, fresh_topic
     from buildkit.contracts.events import AgentTask
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.repeats or DEFAULT_REPEATS[name])
 
     began = time.monotonic()
-    # roe builds its own events: with --only roe, skip the 200k payloads.
-    payloads = build_payloads(n if set(args.only) - {"roe"} else 1)
+    # roe and swarm build their own events: with only those, skip the 200k payloads.
+    payloads = build_payloads(n if set(args.only) - {"roe", "swarm"} else 1)
     print(f"built {len(payloads):,} AgentTask payloads", flush=True)
     results: list[BenchResult] = []
     failed = False
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "replay": lambda: bench_replay(settings, topic_to_read(), n, repeats("replay")),
             "archive": lambda: bench_archive(settings, payloads, wire, repeats("archive")),
             "roe": lambda: bench_roe(settings, repeats("roe")),
+            "swarm": lambda: bench_swarm(settings, repeats("swarm")),
         }
         for name in args.only:
             print(f"\n[{name}]", flush=True)

@@ -23,7 +23,7 @@ from buildkit.contracts.events import (
     GitLabEvent,
 )
 from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent
-from buildkit.contracts.swarm import ScalingDecisionEvent
+from buildkit.contracts.swarm import ReplicaEvent, ScalingDecisionEvent, SwarmCommand
 from buildkit.errors import UnknownTopic
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -45,6 +45,12 @@ AGENTS: tuple[str, ...] = (
 )
 
 #: Consumer groups the platform itself runs, each with its dead-letter topic.
+#: Partitions of every ``bar.tasks.<agent>`` topic: the most replicas of one agent
+#: type that can take work at once (one partition per consumer; KEDA's Kafka scaler
+#: caps replicas at it too). Above the architecture document's ``maxAgents: 20``;
+#: the embedded broker cannot add partitions later.
+AGENT_TASK_PARTITIONS = 24
+
 PLATFORM_GROUPS: tuple[str, ...] = ("bar-audit-archiver",)
 
 
@@ -96,6 +102,18 @@ class TopicSpec:
 def task_topic_name(agent: str) -> str:
     """The task topic of local agent ``agent``: ``bar.tasks.<agent>``."""
     return f"bar.tasks.{agent}"
+
+
+def task_spec(agent: str) -> TopicSpec:
+    """The task topic of agent ``agent``, shipped or user-made: ``AGENT_TASK_PARTITIONS``
+    partitions keyed by task id, consumed by group ``bar-agent-<agent>``."""
+    return TopicSpec(
+        task_topic_name(agent),
+        AgentTask,
+        partitions=AGENT_TASK_PARTITIONS,
+        key_field="task_id",
+        description=f"tasks for the {agent} agent (consumer group bar-agent-{agent})",
+    )
 
 
 def remote_task_topic_name(network: str, agent: str) -> str:
@@ -184,16 +202,7 @@ class Catalog:
 
 def default_catalog() -> Catalog:
     """Every topic of Agent BuildKit."""
-    tasks = [
-        TopicSpec(
-            task_topic_name(agent),
-            AgentTask,
-            partitions=6,
-            key_field="task_id",
-            description=f"tasks for the {agent} agent (consumer group bar-agent-{agent})",
-        )
-        for agent in AGENTS
-    ]
+    tasks = [task_spec(agent) for agent in AGENTS]
     return Catalog(
         [
             *tasks,
@@ -263,6 +272,24 @@ def default_catalog() -> Catalog:
                 retention=timedelta(days=30),
                 key_field="agent_type",
                 description="every SWARM scaling decision with its inputs and reason",
+            ),
+            TopicSpec(
+                "bar.swarm.replicas",
+                ReplicaEvent,
+                partitions=1,
+                retention=timedelta(days=30),
+                key_field="agent_type",
+                description="replica lifecycle: started, stopped, crashed, killed, unhealthy",
+            ),
+            # Unlimited retention: the controller folds it from the start to know what
+            # is deployed, so it survives a restart of the controller.
+            TopicSpec(
+                "bar.swarm.commands",
+                SwarmCommand,
+                partitions=1,
+                retention=None,
+                key_field="agent_type",
+                description="operator requests to SWARM: deploy, scale, undeploy an agent",
             ),
             *(dlq_spec(group) for group in PLATFORM_GROUPS),
         ]

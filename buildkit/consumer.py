@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from buildkit.catalog import Catalog, default_catalog, dlq_spec, dlq_topic_name
 from buildkit.contracts.base import Event
@@ -43,6 +50,9 @@ class ConsumedRecord:
     key: str | None
     value: Event
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    #: The key and value exactly as stored, for dead-lettering a record as it came.
+    raw_key: bytes | None = None
+    raw_value: bytes | None = None
 
     @property
     def envelope(self) -> Envelope:
@@ -66,6 +76,17 @@ def _header_list(msg: Message) -> list[tuple[str, bytes | None]]:
 AsyncHandler = Callable[[ConsumedRecord], Awaitable[None]]
 
 
+#: Commit errors that mean "the group rebalanced under you", not "something broke".
+_REBALANCE_ERRORS = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
 @dataclass
 class ConsumeStats:
     """What a consumer run did."""
@@ -74,6 +95,8 @@ class ConsumeStats:
     dead_lettered: int = 0
     retries: int = 0
     commits: int = 0
+    #: Commits the group refused because a rebalance had begun (records redelivered).
+    commits_voided: int = 0
 
 
 class TypedConsumer:
@@ -91,9 +114,12 @@ class TypedConsumer:
         retry_backoff_s: float = 0.05,
         dead_letter: bool = True,
         from_beginning: bool = True,
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
         **kafka_overrides: Any,
     ) -> None:
         self.settings = settings
+        self._user_on_assign = on_assign
+        self._from_beginning = from_beginning
         self.group_id = group_id
         self.topics = list(topics)
         self.catalog = catalog or default_catalog()
@@ -121,13 +147,50 @@ class TypedConsumer:
         if self.dlq_topic:
             self._prepare_dlq()
         self._assigned_at = 0.0
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._before_commit: Callable[[], object] | None = None
+        self._batch_budget_s: float | None = None
+        #: Fetched records a batch over its budget left for the next one.
+        self._held: list[Message] = []
+        # Where the consumer stands, kept by the polling thread for any thread to read:
+        # the client's own calls block while another thread is inside poll().
+        self._assigned: dict[tuple[str, int], None] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+        self._watermarks_at = 0.0
+        self._consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         self._closed = False
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Idle time counts from the last (re)assignment: joining a group whose dead
         # member has not timed out yet can take a whole session timeout.
         self._assigned_at = time.monotonic()
+        for tp in partitions:
+            self._assigned[(tp.topic, tp.partition)] = None
+        self._watermarks_at = 0.0
+        try:
+            committed = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=self.settings.client_timeout_s,
+            )
+        except KafkaException:
+            committed = []  # the backlog of these partitions starts as an estimate
+        for tp in committed:
+            if tp.offset >= 0:
+                self._positions[(tp.topic, tp.partition)] = tp.offset
+        if self._user_on_assign is not None:
+            self._user_on_assign(list(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._assigned.pop(key, None)
+            self._positions.pop(key, None)
+            self._watermarks.pop(key, None)
 
     def _prepare_dlq(self) -> None:
         # The dead-letter topic is declared by the catalog (dlq_spec) and created
@@ -155,9 +218,17 @@ class TypedConsumer:
         idle_timeout_s: float | None = None,
         stop: threading.Event | None = None,
         batch_size: int = 500,
+        batch_budget_s: float | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> ConsumeStats:
         """Consume until ``max_records`` were handled, ``idle_timeout_s`` passed with
-        nothing new (see :meth:`_idle_for`), or ``stop`` is set. Commits after every batch."""
+        nothing new (see :meth:`_idle_for`), or ``stop`` is set. Commits after every batch,
+        after calling ``before_commit`` (e.g. a producer's flush: what the handlers sent
+        is acknowledged before their records count as done). With ``batch_budget_s`` a
+        batch ends once its handlers took that long (at least one record each batch);
+        the records not handled are fetched again."""
+        self._before_commit = before_commit
+        self._batch_budget_s = batch_budget_s
         last_activity = time.monotonic()
         while not (stop is not None and stop.is_set()):
             if (
@@ -167,10 +238,16 @@ class TypedConsumer:
                 break
             want = batch_size
             if max_records is not None:
-                want = min(
-                    batch_size, max_records - self.stats.processed - self.stats.dead_lettered
-                )
-            messages = next_batch(self._consumer, want, 0.2)
+                want = min(want, max_records - self.stats.processed - self.stats.dead_lettered)
+            held, self._held = self._held, []
+            messages = next_batch(self._consumer, want, 0.0 if held else 0.2)
+            if held:
+                # Records of partitions revoked meanwhile are their new owner's now.
+                mine = set(self._assigned)
+                messages = [
+                    m for m in held if (m.topic() or "", m.partition() or 0) in mine
+                ] + messages
+            self._note_watermarks()
             if not messages:
                 if idle_timeout_s is not None and self._idle_for(last_activity) > idle_timeout_s:
                     break
@@ -195,13 +272,26 @@ class TypedConsumer:
     def _process_batch(self, messages: list[Message], handler: Handler) -> None:
         positions: dict[tuple[str, int], int] = {}
         dead = 0
-        for msg in messages:
+        started = time.monotonic()
+        for index, msg in enumerate(messages):
+            if (
+                self._batch_budget_s is not None
+                and positions
+                and time.monotonic() - started > self._batch_budget_s
+            ):
+                # Over budget: keep the rest for the next batch, after a commit and a
+                # poll, so a slow stretch never keeps the consumer from polling for long.
+                # (Not a seek: the embedded broker holds every re-fetch for the whole
+                # fetch.wait.max.ms.)
+                self._held = messages[index:]
+                break
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error on %s: %s", msg.topic(), err.str())
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            self._positions[(topic, partition)] = offset + 1
             try:
                 record = self._record(msg)
             except Exception as exc:
@@ -219,11 +309,22 @@ class TypedConsumer:
                 f"dead-letter topic {self.dlq_topic} did not acknowledge; offsets not committed"
             )
         if positions:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                asynchronous=False,
-            )
-            self.stats.commits += 1
+            if self._before_commit is not None:
+                self._before_commit()
+            try:
+                self._consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                    asynchronous=False,
+                )
+            except KafkaException as exc:
+                if exc.args[0].code() not in _REBALANCE_ERRORS:
+                    raise
+                # The group moved on while the batch ran: its records come back to
+                # whoever owns the partitions now. At-least-once holds; carry on.
+                self.stats.commits_voided += 1
+                log.warning("%s: a rebalance voided a commit: %s", self.group_id, exc.args[0].str())
+            else:
+                self.stats.commits += 1
 
     def _record(self, msg: Message) -> ConsumedRecord:
         topic = msg.topic() or ""
@@ -236,6 +337,8 @@ class TypedConsumer:
             decode_key(msg.key()),
             value,
             _header_list(msg),
+            msg.key(),
+            msg.value(),
         )
 
     def _handle(self, record: ConsumedRecord, handler: Handler) -> Exception | None:
@@ -254,6 +357,23 @@ class TypedConsumer:
         return None
 
     # -- dead letters ----------------------------------------------------------
+    def dead_letter(self, record: ConsumedRecord, exc: Exception, attempts: int) -> None:
+        """Send ``record`` (as stored) to this group's dead-letter topic with ``exc`` as
+        the reason, and wait for the acknowledgement — for a handler that decides a record
+        is poison itself; its offset is then committed like a handled one."""
+        self._send_dlq(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.raw_key,
+            record.raw_value,
+            list(record.headers),
+            exc,
+            attempts,
+        )
+        if self._dlq is not None and self._dlq.flush(self.settings.client_timeout_s * 4):
+            raise DeliveryError(f"dead-letter topic {self.dlq_topic} did not acknowledge")
+
     def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
         self._send_dlq(
             msg.topic() or "",
@@ -305,6 +425,51 @@ class TypedConsumer:
         )
         self._dlq.produce(self.dlq_topic, value, key, headers=headers)  # type: ignore[arg-type]
         self._dlq.poll(0)
+
+    # -- where it stands ---------------------------------------------------------
+    def _note_watermarks(self) -> None:
+        """Keep the assigned partitions' fetch watermarks, at most every 0.1 s (local calls)."""
+        now = time.monotonic()
+        if now - self._watermarks_at < 0.1:
+            return
+        self._watermarks_at = now
+        for topic, partition in list(self._assigned):
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0:
+                self._watermarks[(topic, partition)] = (low, high)
+
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions assigned to this consumer, as of its latest rebalance.
+
+        Kept by the polling thread, so any thread may ask: the client's own
+        ``assignment()`` blocks while another thread is inside ``poll()``.
+        """
+        return [TopicPartition(t, p) for t, p in list(self._assigned)]
+
+    def backlog(self) -> dict[tuple[str, int], int]:
+        """Records waiting in each assigned partition, by (topic, partition): the high
+        watermark of the latest fetch minus the consumer's position, at least 0.
+
+        As of the latest poll (a handler running long makes it older), from what the
+        polling thread noted, so any thread may ask. The fetch high watermark is exact
+        even where ListOffsets is not (the embedded broker); a partition not fetched
+        yet counts 0. Before the first record of a partition, its committed offset is
+        the position, else where the consumer starts (the low watermark, or the end if
+        not ``from_beginning``).
+        """
+        positions = dict(self._positions)
+        watermarks = dict(self._watermarks)
+        waiting: dict[tuple[str, int], int] = {}
+        for key in list(self._assigned):
+            if key not in watermarks:
+                waiting[key] = 0
+                continue
+            low, high = watermarks[key]
+            start = low if self._from_beginning else high
+            waiting[key] = max(0, high - positions.get(key, start))
+        return waiting
 
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:

@@ -60,3 +60,43 @@ def require_topics(client: Any, settings: Settings, topics: list[str]) -> Cluste
     if missing:
         raise missing_topic(settings, *missing)
     return md
+
+
+def tail_consumer(
+    settings: Settings,
+    topic: str,
+    lookback: int,
+    *,
+    eof: bool = False,
+    name: str = "bar-tail",
+) -> Any:
+    """A consumer assigned (no group, nothing committed) to every partition of ``topic``,
+    ``lookback`` records before its end. The end is ListOffsets' high watermark, a lower
+    bound on some brokers (DESIGN.md), so it starts *at least* ``lookback`` back."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": name,  # required by the client; never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": eof,
+                # Every fetch on the embedded broker waits this long: keep reads quick.
+                "fetch.wait.max.ms": 10,
+                "log_level": 0,
+            }
+        )
+    )
+    try:
+        md = require_topics(consumer, settings, [topic])
+        start = []
+        for p in sorted(md.topics[topic].partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=settings.client_timeout_s
+            )
+            start.append(TopicPartition(topic, p, max(low, high - lookback)))
+        consumer.assign(start)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer

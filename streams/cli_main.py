@@ -12,9 +12,14 @@ def main() -> None:
     """Console-script entry point."""
     from agents import cli as agents_cli
     from buildkit.cli import main as buildkit_main
+    from buildkit.dev.stack import register_part
     from streams.roe import cli as roe_cli
+    from streams.swarm import cli as swarm_cli
+    from streams.swarm.stack import stack_part
 
+    register_part(stack_part)
     buildkit_main._register()
     buildkit_main.app.add_typer(roe_cli.app, name="roe")
     buildkit_main.app.add_typer(agents_cli.app, name="agents")
+    buildkit_main.app.add_typer(swarm_cli.app, name="swarm")
     buildkit_main.app()

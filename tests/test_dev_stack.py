@@ -83,7 +83,9 @@ class DevStack:
 
 def pids_in(output: str) -> dict[str, int]:
     """``{part: pid}`` from the lines of ``up`` / ``down`` output that mention a pid."""
-    found = re.findall(r"(kafka|postgres|schema-registry|audit-archiver)\b.*?\(pid (\d+)\)", output)
+    found = re.findall(
+        r"(kafka|postgres|schema-registry|audit-archiver|swarm)\b.*?\(pid (\d+)\)", output
+    )
     return {name: int(pid) for name, pid in found}
 
 
@@ -96,7 +98,7 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
         dev.cleanup()
 
 
-PARTS = ("kafka", "postgres", "schema-registry", "audit-archiver")
+PARTS = ("kafka", "postgres", "schema-registry", "audit-archiver", "swarm")
 
 
 # ----------------------------------------------------------------------
@@ -207,7 +209,7 @@ def test_status_exits_1_when_nothing_answers(stack: DevStack) -> None:
     assert result.returncode == 1, result.stdout
     for part in PARTS:
         assert part in result.stdout
-    assert "not answering: kafka, postgres, schema-registry, audit-archiver" in result.stdout
+    assert "not answering: kafka, postgres, schema-registry, audit-archiver, swarm" in result.stdout
 
 
 # ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "AgentFault",
     "TaskOutcome",
     "execute",
+    "task_result",
 ]
 
 #: Seconds a task may run when neither the task nor the runner says otherwise.
@@ -127,7 +128,19 @@ async def execute(
             status, error = TaskStatus.FAILED, _unhandled(exc)
     except Exception as exc:
         status, error = TaskStatus.FAILED, _unhandled(exc)
-    succeeded = status is TaskStatus.SUCCEEDED
+    return task_result(task, status, started=started, outcome=outcome, error=error)
+
+
+def task_result(
+    task: AgentTask,
+    status: TaskStatus,
+    *,
+    started: datetime,
+    outcome: TaskOutcome | None = None,
+    error: AgentError | None = None,
+) -> AgentResult:
+    """The result of ``task``: its identity, how it ended, and (on success) the outcome."""
+    succeeded = status is TaskStatus.SUCCEEDED and outcome is not None
     return AgentResult(
         task_id=task.task_id,
         agent=task.agent,
@@ -135,8 +148,8 @@ async def execute(
         stage=task.stage,
         attempt=task.attempt,
         status=status,
-        metrics=outcome.metrics if succeeded else {},
-        outputs=outcome.outputs if succeeded else {},
+        metrics=outcome.metrics if succeeded and outcome else {},
+        outputs=outcome.outputs if succeeded and outcome else {},
         error=error,
         started_at=started,
         finished_at=_now_ms(),

@@ -15,6 +15,8 @@ The YAML is the architecture document's ``manifest:`` block plus ``resources`` a
         cpu: 500m
         memory: 512Mi
         limits: {cpu: 1000m, memory: 1Gi}   # optional; each at least its request
+      entrypoint: my_agents.perf:PerformanceAgent   # optional: the Agent subclass that
+                                       # `python -m agents.runtime.serve` runs
 
 Every problem in a file is reported at once, one ``file:line:column: field "x.y": message``
 line each (:class:`ManifestError`). Positions come from PyYAML's composed node tree: the
@@ -75,6 +77,7 @@ _MEMORY_UNITS = {
     **{u: 1000 ** (i + 1) for i, u in enumerate("kMGTPE")},
     **{u + "i": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")},
 }
+_ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _THRESHOLD = re.compile(rf"([-+]?{_NUMBER}(?:[eE][-+]?\d+)?)\s*(.*)")
 
 
@@ -156,6 +159,15 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_entrypoint(text: str) -> str:
+    if not _ENTRYPOINT.fullmatch(text):
+        raise ValueError(
+            f'"{text}" is not an entry point: write "module.path:ClassName", '
+            'e.g. "my_agents.coverage:CoverageAgent"'
+        )
+    return text
+
+
 # -- the models ---------------------------------------------------------------------
 
 
@@ -229,6 +241,8 @@ class AgentManifest(BaseModel):
     integrations: tuple[_Item, ...] = ()
     outputs: tuple[_Item, ...] = ()
     resources: Resources = Field(default_factory=Resources)
+    #: ``module.path:ClassName`` of the :class:`~agents.runtime.agent.Agent` subclass to run.
+    entrypoint: Annotated[str, AfterValidator(_check_entrypoint)] | None = None
 
     @property
     def task_topic(self) -> str:

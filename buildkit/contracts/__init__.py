@@ -32,9 +32,13 @@ from buildkit.contracts.roe import (
 )
 from buildkit.contracts.swarm import (
     MetricRecommendation,
+    ReplicaEvent,
+    ReplicaEventKind,
     ScalingAction,
     ScalingDecisionEvent,
     ScalingMetric,
+    SwarmCommand,
+    SwarmCommandKind,
 )
 
 __all__ = [
@@ -50,10 +54,14 @@ __all__ = [
     "GitLabAction",
     "GitLabEvent",
     "MetricRecommendation",
+    "ReplicaEvent",
+    "ReplicaEventKind",
     "ReplicaState",
     "ScalingAction",
     "ScalingDecisionEvent",
     "ScalingMetric",
+    "SwarmCommand",
+    "SwarmCommandKind",
     "TaskStatus",
     "WorkflowCommand",
     "WorkflowCommandKind",

@@ -91,6 +91,7 @@ class AgentResult(Event):
     error: AgentError | None = None
     started_at: datetime
     finished_at: datetime
+    replica_id: str | None = Field(default=None, description="the replica that ran the attempt")
 
 
 @register
@@ -106,6 +107,11 @@ class AgentHeartbeat(Event):
     cpu_percent: float = 0.0
     memory_bytes: int = 0
     sent_at: datetime
+    partitions: list[int] = Field(
+        default_factory=list, description="task-topic partitions assigned to the replica"
+    )
+    backlog: int = Field(default=0, description="tasks waiting in the replica's partitions")
+    task_id: str | None = Field(default=None, description="the task the replica is running")
 
 
 @register

@@ -70,3 +70,60 @@ class ScalingDecisionEvent(Event):
     stabilization_window_s: float
     last_scale_up: datetime | None = None
     last_change: datetime | None = None
+
+
+class ReplicaEventKind(StrEnum):
+    """What happened to one replica, as its backend saw it."""
+
+    STARTED = "STARTED"
+    STOPPED = "STOPPED"
+    CRASHED = "CRASHED"
+    MEMORY_KILLED = "MEMORY_KILLED"
+    UNHEALTHY = "UNHEALTHY"
+
+
+@register
+class ReplicaEvent(Event):
+    """A replica's life on ``bar.swarm.replicas``, keyed by agent type: started, stopped,
+    crashed (exit code), killed for exceeding its memory limit, found unhealthy."""
+
+    schema_file = "replica_event.avsc"
+
+    event_id: str
+    agent_type: str
+    replica_id: str
+    kind: ReplicaEventKind
+    at: datetime
+    backend: str
+    pid: int | None = None
+    exit_code: int | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    restarts: int = 0
+    reason: str = ""
+
+
+class SwarmCommandKind(StrEnum):
+    """What an operator asks SWARM to do."""
+
+    DEPLOY = "DEPLOY"
+    SCALE = "SCALE"
+    UNDEPLOY = "UNDEPLOY"
+
+
+@register
+class SwarmCommand(Event):
+    """An operator's request on ``bar.swarm.commands``, keyed by agent type: deploy an
+    agent (manifest + entry point), scale it to a fixed count, or undeploy it. The
+    controller folds them from the start of the topic, so the deployed set survives it."""
+
+    schema_file = "swarm_command.avsc"
+
+    command_id: str
+    kind: SwarmCommandKind
+    agent_type: str
+    replicas: int | None = None
+    manifest_path: str | None = None
+    policy_json: str | None = None
+    requested_by: str
+    at: datetime

@@ -239,6 +239,19 @@ def _failure(part: Part, exc: Exception) -> str:
 # most of the work for a `python -m` process) and list it in stack_parts.
 
 
+PartFactory = Callable[[Settings, StackPaths], Part]
+
+#: Parts the outer packages add (their console script registers them): buildkit never
+#: imports streams or agents, so it cannot name their services itself.
+_EXTRA_PARTS: list[PartFactory] = []
+
+
+def register_part(factory: PartFactory) -> None:
+    """Add a part to every stack built after this call (once per factory)."""
+    if factory not in _EXTRA_PARTS:
+        _EXTRA_PARTS.append(factory)
+
+
 def stack_parts(settings: Settings) -> list[Part]:
     """The parts of the dev stack for these settings, in start order."""
     paths = StackPaths(settings.data_dir.absolute())
@@ -247,6 +260,7 @@ def stack_parts(settings: Settings) -> list[Part]:
         postgres_part(settings, paths),
         registry_part(settings, paths),
         audit_part(settings, paths),
+        *(factory(settings, paths) for factory in _EXTRA_PARTS),
     ]
 
 

@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from agents.runtime.agent import Agent, AgentFault, TaskOutcome
-from agents.runtime.manifest import builtin_manifests_dir, load_manifest
-from agents.runtime.runner import HEARTBEATS_TOPIC, REGISTRY_TOPIC, RESULTS_TOPIC, AgentRunner
+from agents.runtime.manifest import (
+    AgentManifest,
+    ManifestError,
+    builtin_manifests_dir,
+    load_manifest,
+)
+from agents.runtime.runner import HEARTBEATS_TOPIC, REGISTRY_TOPIC, AgentRunner
+from agents.runtime.serve import load_agent, rename_manifest
 from agents.runtime.testing import AgentTestContext
-from buildkit.catalog import default_catalog
+from buildkit.catalog import AGENT_TASK_PARTITIONS
 from buildkit.contracts.events import (
     AgentHeartbeat,
     AgentKind,
     AgentRegistration,
     AgentResult,
     AgentTask,
-    Event,
+    ReplicaState,
     TaskStatus,
 )
 from buildkit.producer import TypedProducer
-from buildkit.serde import SerdeRegistry
 from buildkit.settings import Settings
-from buildkit.topics import apply_topics
+from tests.agents.sample_agents import (
+    SleepyAgent,
+    TopicReader,
+    agent_catalog,
+    create_task_topic,
+    read_topic,
+    results_for,
+    sample_tasks,
+    serve_command,
+)
+from tests.conftest import settings_env
 
-MANIFEST = load_manifest(builtin_manifests_dir() / "test-generator.yaml")
+MANIFEST_PATH = builtin_manifests_dir() / "test-generator.yaml"
+MANIFEST = load_manifest(MANIFEST_PATH)
+ROOT = Path(__file__).parent.parent.parent
 
 
 class ScriptedAgent(Agent):
@@ -35,8 +57,8 @@ class ScriptedAgent(Agent):
 
     manifest = MANIFEST
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, manifest: AgentManifest | None = None) -> None:
+        super().__init__(manifest)
         self.calls: list[str] = []
 
     async def handle(self, task: AgentTask) -> TaskOutcome:
@@ -119,101 +141,230 @@ def test_agent_without_manifest_is_refused() -> None:
         Nameless()
 
 
-def _records_on(settings: Settings, topic: str) -> int:
-    consumer = Consumer(settings.kafka_config(**{"group.id": "unused", "log_level": 0}))
-    try:
-        md = consumer.list_topics(topic, timeout=settings.client_timeout_s)
-        total = 0
-        for p in md.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=settings.client_timeout_s
-            )
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
-def _read_results(settings: Settings, task_ids: set[str]) -> list[AgentResult]:
-    found = _read_topic(settings, RESULTS_TOPIC)
-    return [v for v in found if isinstance(v, AgentResult) and v.task_id in task_ids]
-
-
-def _read_topic(settings: Settings, topic: str) -> list[Event]:
-    """Every value currently on ``topic``, decoded."""
-    serde = SerdeRegistry(settings, default_catalog()).for_topic(topic)
-    consumer = Consumer(settings.kafka_config(**{"group.id": "unused", "log_level": 0}))
-    try:
-        md = consumer.list_topics(topic, timeout=settings.client_timeout_s)
-        ends: dict[int, int] = {}
-        assign = []
-        for p in md.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=settings.client_timeout_s
-            )
-            if high > low:
-                ends[p] = high
-                assign.append(TopicPartition(topic, p, low))
-        consumer.assign(assign)
-        found: list[Event] = []
-        positions = {p: 0 for p in ends}
-        while any(positions[p] < ends[p] for p in ends):
-            msg = consumer.poll(1)
-            if msg is None or msg.error() is not None:
-                continue
-            positions[msg.partition() or 0] = (msg.offset() or 0) + 1
-            found.append(serde.decode(msg.value()))
-        return found
-    finally:
-        consumer.close()
-
-
 @pytest.mark.stack
 def test_runner_answers_each_task_once_and_skips_a_redelivered_task(
     settings: Settings, prefix: str
 ) -> None:
-    apply_topics(settings, default_catalog())
-    agent = ScriptedAgent()
-    topic = MANIFEST.task_topic
-    already = _records_on(settings, topic)  # other tests' tasks: a fresh group reads them too
+    name = f"{prefix}-scripted"
+    topic = create_task_topic(settings, name)
+    agent = ScriptedAgent(rename_manifest(MANIFEST, name))
     now = datetime.now(UTC).replace(microsecond=0)
-    tasks = [
-        AgentTask(task_id=f"{prefix}-task-{n}", agent=MANIFEST.name, created_at=now)
-        for n in range(5)
-    ]
-    with TypedProducer(settings) as producer:
+    tasks = [AgentTask(task_id=f"{prefix}-task-{n}", agent=name, created_at=now) for n in range(5)]
+    with TypedProducer(settings, catalog=agent_catalog(name)) as producer:
         for task in [*tasks, tasks[0]]:  # the last one is a redelivery of the first
             producer.produce(topic, task, key=task.task_id)
 
     replica = f"{prefix}-replica"
-    runner = AgentRunner(
-        settings,
-        agent,
-        group_id=f"{MANIFEST.group_id}-{prefix}",
-        replica_id=replica,
-        heartbeat_interval_s=0.5,
-    )
-    stats = runner.run(max_tasks=already + 6, idle_timeout_s=20)
+    runner = AgentRunner(settings, agent, replica_id=replica, heartbeat_interval_s=0.5)
+    stats = runner.run(max_tasks=6, idle_timeout_s=20)
 
-    ours = [c for c in agent.calls if c.startswith(prefix)]
-    assert sorted(ours) == sorted(t.task_id for t in tasks)
+    assert sorted(agent.calls) == sorted(t.task_id for t in tasks)
     assert stats.duplicates == 1
-    results = _read_results(settings, {t.task_id for t in tasks})
+    results = results_for(settings, {t.task_id for t in tasks})
     assert sorted(r.task_id for r in results) == sorted(t.task_id for t in tasks)
     assert all(r.status is TaskStatus.SUCCEEDED for r in results)
+    assert all(r.replica_id == replica for r in results)
 
     registrations = [
         r
-        for r in _read_topic(settings, REGISTRY_TOPIC)
+        for r in read_topic(settings, REGISTRY_TOPIC)
         if isinstance(r, AgentRegistration) and r.agent_id == replica
     ]
     assert [r.active for r in registrations] == [True, False]
-    assert all(r.kind is AgentKind.WORKER and r.name == MANIFEST.name for r in registrations)
-    beats = [
-        b
-        for b in _read_topic(settings, HEARTBEATS_TOPIC)
-        if isinstance(b, AgentHeartbeat) and b.replica_id == replica
-    ]
+    assert all(r.kind is AgentKind.WORKER and r.name == name for r in registrations)
+    beats = _beats_of(settings, replica)
     assert beats, "no heartbeat for this replica"
-    assert beats[-1].state.value == "DRAINING"
-    assert all(b.memory_bytes > 0 and b.agent == MANIFEST.name for b in beats)
+    assert beats[0].state is ReplicaState.STARTING
+    assert beats[-1].state is ReplicaState.DRAINING
+    assert all(b.memory_bytes > 0 and b.agent == name for b in beats)
+
+
+def _beats_of(settings: Settings, replica_id: str) -> list[AgentHeartbeat]:
+    return [
+        b
+        for b in read_topic(settings, HEARTBEATS_TOPIC)
+        if isinstance(b, AgentHeartbeat) and b.replica_id == replica_id
+    ]
+
+
+@pytest.mark.stack
+def test_heartbeats_carry_assigned_partitions_and_the_backlog_waiting_in_them(
+    settings: Settings, prefix: str
+) -> None:
+    name = f"{prefix}-sleepy"
+    topic = create_task_topic(settings, name)
+    tasks = sample_tasks(name, [f"{prefix}-task-{n}" for n in range(6)], sleep_s=0.3)
+    with TypedProducer(settings, catalog=agent_catalog(name)) as producer:
+        for task in tasks:
+            producer.produce(topic, task, key=task.task_id)
+    replica = f"{prefix}-replica"
+    runner = AgentRunner(
+        settings, SleepyAgent(name=name), replica_id=replica, heartbeat_interval_s=0.1
+    )
+    runner.run(max_tasks=len(tasks), idle_timeout_s=30)
+
+    beats = _beats_of(settings, replica)
+    running = [b for b in beats if b.state is ReplicaState.RUNNING]
+    assert running, "no heartbeat while a task ran"
+    # One replica alone in its group owns every partition of its task topic.
+    assert all(b.partitions == list(range(AGENT_TASK_PARTITIONS)) for b in running)
+    # While the first tasks ran, the others waited (the task in flight is not counted);
+    # a beat reports what the consumer knew at its latest poll, so the first may say 0.
+    assert 1 <= max(b.backlog for b in running) <= len(tasks) - 1
+    assert running[-1].backlog == 0
+    assert beats[-1].state is ReplicaState.DRAINING
+    assert beats[-1].backlog == 0
+
+
+# -- python -m agents.runtime.serve -----------------------------------------------------
+
+
+def _serve(
+    settings: Settings | None, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run serve to its end; without ``settings`` it must fail before reaching Kafka."""
+    return subprocess.run(
+        [sys.executable, "-m", "agents.runtime.serve", *args],
+        cwd=ROOT,
+        env=settings_env(settings) if settings is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.stack
+def test_serve_finishes_the_task_in_flight_on_sigterm_and_registers_inactive(
+    settings: Settings, prefix: str, tmp_path: Path
+) -> None:
+    name = f"{prefix}-sleepy"
+    topic = create_task_topic(settings, name)
+    replica = f"{prefix}-replica"
+    [task] = sample_tasks(name, [f"{prefix}-slow"], sleep_s=1.5)
+    beats = TopicReader(settings, HEARTBEATS_TOPIC, from_end=True)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        command = serve_command(
+            "SleepyAgent", name, replica, manifest=str(MANIFEST_PATH), heartbeat_interval_s=0.1
+        )
+        at = command.index("--replica-id")
+        del command[at : at + 2]  # the id comes from BAR_REPLICA_ID, as on Kubernetes
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**settings_env(settings), "BAR_REPLICA_ID": replica},
+            stderr=out,
+        )
+    try:
+        with TypedProducer(settings, catalog=agent_catalog(name)) as producer:
+            producer.produce(topic, task, key=task.task_id)
+        deadline = time.monotonic() + 60
+        while not any(
+            isinstance(b, AgentHeartbeat)
+            and b.replica_id == replica
+            and b.state is ReplicaState.RUNNING
+            for b in beats.read()
+        ):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        beats.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, log.read_text()
+    [result] = results_for(settings, {task.task_id})
+    assert (result.status, result.replica_id) == (TaskStatus.SUCCEEDED, replica)
+    registrations = [
+        r
+        for r in read_topic(settings, REGISTRY_TOPIC)
+        if isinstance(r, AgentRegistration) and r.agent_id == replica
+    ]
+    assert [r.active for r in registrations] == [True, False]
+    assert _beats_of(settings, replica)[-1].state is ReplicaState.DRAINING
+    assert "SIGTERM" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "expected"),
+    [
+        ("tests.agents.sample_agents:Nope", 'module "tests.agents.sample_agents" has no "Nope"'),
+        ("tests.agents.no_such_module:EchoAgent", 'no module named "tests.agents.no_such_module"'),
+        ("tests.agents.sample_agents:parameters", "is a function, not a subclass of"),
+        ("sample_agents.EchoAgent", 'is not of the form "module.path:ClassName"'),
+    ],
+)
+def test_serve_with_a_bad_entrypoint_exits_non_zero_with_a_clear_error(
+    entrypoint: str, expected: str
+) -> None:
+    done = _serve(None, "--manifest", str(MANIFEST_PATH), "--entrypoint", entrypoint)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_without_any_entrypoint_says_where_to_give_one() -> None:
+    done = _serve(None, "--manifest", str(MANIFEST_PATH))
+    assert done.returncode == 2
+    assert f'pass --entrypoint "module.path:ClassName" or set entrypoint in {MANIFEST_PATH}' in (
+        done.stderr
+    )
+
+
+def test_manifest_entrypoint_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("manifest:\n  name: x\n  type: worker\n  entrypoint: agent.Agent\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert caught.value.problems == [
+        (
+            4,
+            15,
+            'field "entrypoint": "agent.Agent" is not an entry point: write '
+            '"module.path:ClassName", e.g. "my_agents.coverage:CoverageAgent"',
+        )
+    ]
+    done = _serve(None, "--manifest", str(path))
+    assert done.returncode == 2
+    assert f'{path}:4:15: field "entrypoint": "agent.Agent" is not an entry point' in done.stderr
+
+
+def test_an_agent_next_to_its_manifest_is_loaded_from_the_manifest_entrypoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", [*sys.path])  # load_agent puts the folder first
+    monkeypatch.delitem(sys.modules, "word_counter_agent", raising=False)
+    folder = tmp_path / "word_counter"
+    folder.mkdir()
+    (folder / "word_counter_agent.py").write_text(
+        "from agents.runtime.agent import Agent, TaskOutcome\n\n"
+        "class WordCounter(Agent):\n"
+        "    async def handle(self, task):\n"
+        "        return TaskOutcome()\n"
+    )
+    (folder / "manifest.yaml").write_text(
+        "manifest:\n  name: word-counter\n  type: worker\n"
+        "  entrypoint: word_counter_agent:WordCounter\n"
+    )
+    agent = load_agent(folder / "manifest.yaml", name="word-counter-2")
+    assert type(agent).__name__ == "WordCounter"
+    assert agent.name == "word-counter-2"
+    assert agent.manifest.task_topic == "bar.tasks.word-counter-2"
+    assert sys.path[0] == str(folder)
+    sys.modules.pop("word_counter_agent", None)
+
+
+@pytest.mark.stack
+def test_serve_exits_non_zero_with_the_error_when_the_runner_fails(
+    settings: Settings, prefix: str
+) -> None:
+    # No task topic was created for this name: the runner cannot start.
+    done = _serve(
+        settings, "--entrypoint", "tests.agents.sample_agents:EchoAgent", "--name", f"{prefix}-x"
+    )
+    assert done.returncode == 1
+    assert f'topic "bar.tasks.{prefix}-x" does not exist' in done.stderr
+    assert "buildkit topics apply" in done.stderr
