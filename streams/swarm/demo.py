@@ -137,6 +137,8 @@ def run_scaling_demo(
                 if report.seconds_to_all_done is not None and replicas == min_agents:
                     report.seconds_to_scaled_down = elapsed
                     break
+        if not console.is_terminal:
+            console.line()  # a live view written to a file or pipe ends mid-line
         answered = swarm.poll_results(ids, timeout_s=1.0)
         per_task = Counter({t: len(results) for t, results in answered.items()})
         report.distinct_results = len(per_task)
