@@ -35,6 +35,7 @@ __all__ = [
     "publish_swarm_command",
     "requested_by",
     "resolve_manifest",
+    "swarm_command",
     "task_topic_spec",
 ]
 
@@ -108,20 +109,33 @@ def requested_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def deploy_command(
-    manifest: AgentManifest, manifest_path: Path, replicas: int | None = None
+def swarm_command(
+    kind: SwarmCommandKind,
+    agent_type: str,
+    *,
+    replicas: int | None = None,
+    manifest_path: Path | None = None,
 ) -> SwarmCommand:
-    """The DEPLOY command for ``manifest``: a fresh id, the time now, who asked."""
+    """A ``kind`` command for ``agent_type``: a fresh id, the time now, who asked."""
     now = datetime.now(UTC)
     return SwarmCommand(
         command_id=str(uuid.uuid4()),
-        kind=SwarmCommandKind.DEPLOY,
-        agent_type=manifest.name,
+        kind=kind,
+        agent_type=agent_type,
         replicas=replicas,
-        manifest_path=str(manifest_path),
+        manifest_path=None if manifest_path is None else str(manifest_path),
         requested_by=requested_by(),
         # Avro timestamp-millis: what is sent is what is read back.
         at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+    )
+
+
+def deploy_command(
+    manifest: AgentManifest, manifest_path: Path, replicas: int | None = None
+) -> SwarmCommand:
+    """The DEPLOY command for ``manifest``."""
+    return swarm_command(
+        SwarmCommandKind.DEPLOY, manifest.name, replicas=replicas, manifest_path=manifest_path
     )
 
 

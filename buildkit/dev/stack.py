@@ -344,11 +344,35 @@ def audit_part(settings: Settings, paths: StackPaths) -> Part:
 
     It listens on nothing; it answers when our process of it wrote its heartbeat lately.
     """
+    return heartbeat_part(
+        name="audit-archiver",
+        module="buildkit.audit",
+        paths=paths,
+        beat=paths.run / "audit-archiver.heartbeat",
+        address=f"{settings.bootstrap_servers} → {settings.display_database_url()}",
+        setting="BAR_DATABASE_URL",
+        example="postgresql://postgres@127.0.0.1:55433/buildkit",
+        after=("kafka", "postgres"),
+    )
+
+
+def heartbeat_part(
+    *,
+    name: str,
+    module: str,
+    paths: StackPaths,
+    beat: Path,
+    address: str,
+    setting: str,
+    example: str,
+    after: tuple[str, ...] = (),
+) -> Part:
+    """A ``python -m <module>`` part that listens on nothing: it answers while the
+    heartbeat file ``beat`` is fresh and was written by the process this stack started
+    (:mod:`buildkit.audit.heartbeat`)."""
     from buildkit.audit.heartbeat import heartbeat_pid
 
-    name = "audit-archiver"
     pid_file = PidFile(paths.run / f"{name}.pid")  # the one module_part keeps
-    beat = paths.run / f"{name}.heartbeat"
 
     def answers() -> bool:
         pid = pid_file.read()
@@ -356,13 +380,13 @@ def audit_part(settings: Settings, paths: StackPaths) -> Part:
 
     return module_part(
         name=name,
-        module="buildkit.audit",
+        module=module,
         paths=paths,
-        address=f"{settings.bootstrap_servers} → {settings.display_database_url()}",
-        setting="BAR_DATABASE_URL",
-        example="postgresql://postgres@127.0.0.1:55433/buildkit",
+        address=address,
+        setting=setting,
+        example=example,
         check=answers,
-        after=("kafka", "postgres"),
+        after=after,
     )
 
 

@@ -116,7 +116,6 @@ class Swarm:
         )
         if hasattr(backend, "report"):
             backend.report = self.controller.report_replica
-        self.interval_s = interval_s
         self._dispatchers: dict[str, TaskDispatcher] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="swarm", daemon=True)
@@ -125,13 +124,10 @@ class Swarm:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.controller.step()
-            except BaseException as exc:  # surfaced by wait_for_results / close
-                self.error = exc
-                return
-            self._stop.wait(self.interval_s)
+        try:
+            self.controller.run(self._stop)
+        except BaseException as exc:  # surfaced by poll_results / wait_for_results
+            self.error = exc
 
     # -- the document's calls ----------------------------------------------------
     def spawn_agent(

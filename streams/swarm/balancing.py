@@ -452,17 +452,7 @@ class TaskDispatcher:
             if self.balancing.strategy == "least-loaded":
                 self._refresh(0.0)
                 choice = self.view.choose(datetime.now(UTC))
-            if choice is None:
-                event_id = self._producer.produce(
-                    self.topic,
-                    task,
-                    key,
-                    correlation_id=correlation_id,
-                    traceparent=traceparent,
-                    on_delivery=self._note_partition(datetime.now(UTC)) if self._feed else None,
-                )
-                return Dispatch(task.task_id, key, event_id, "partition")
-            replica, partition = choice
+            replica, partition = choice if choice is not None else (None, None)
             event_id = self._producer.produce(
                 self.topic,
                 task,
@@ -470,7 +460,15 @@ class TaskDispatcher:
                 correlation_id=correlation_id,
                 traceparent=traceparent,
                 partition=partition,
+                # Keyed by the partitioner: count it toward the owner once it is known.
+                on_delivery=(
+                    self._note_partition(datetime.now(UTC))
+                    if replica is None and self._feed
+                    else None
+                ),
             )
+            if replica is None:
+                return Dispatch(task.task_id, key, event_id, "partition")
             return Dispatch(
                 task.task_id,
                 key,

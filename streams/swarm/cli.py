@@ -170,9 +170,8 @@ def scale(
 
     Example: buildkit swarm scale --agent-type test-generator --replicas 10
     """
-    from agents.deploy import publish_swarm_command
+    from agents.deploy import publish_swarm_command, swarm_command
     from buildkit.contracts.swarm import SwarmCommandKind
-    from streams.swarm.commands import swarm_command
 
     settings = load_settings()
     command = swarm_command(SwarmCommandKind.SCALE, agent_type, replicas=replicas)

@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,14 +150,13 @@ def _now_ms() -> int:
 class _Heartbeats:
     """The latest heartbeat of every replica, read by assignment from ``bar.agents.heartbeats``."""
 
-    def __init__(self, settings: Settings, serdes: SerdeRegistry, lookback_s: float) -> None:
+    def __init__(self, settings: Settings, serdes: SerdeRegistry) -> None:
         self._serde = serdes.for_topic(HEARTBEATS_TOPIC)
         # Start a little back (heartbeats are small): replicas that were beating
         # before the controller started are known at once.
         self._consumer = tail_consumer(
             settings, HEARTBEATS_TOPIC, 2000, name="bar-swarm-heartbeats"
         )
-        self.lookback_s = lookback_s
         self.latest: dict[str, AgentHeartbeat] = {}
         #: When each replica's first heartbeat was read (monotonic seconds).
         self.first_seen: dict[str, float] = {}
@@ -222,7 +222,7 @@ class SwarmController:
         )
         self.producer.check_topics([DECISIONS_TOPIC, REPLICAS_TOPIC, HEARTBEATS_TOPIC])
         self._admin = admin_client(settings)
-        self._heartbeats = _Heartbeats(settings, self.serdes, self.health.deadline_s)
+        self._heartbeats = _Heartbeats(settings, self.serdes)
         self._managed: dict[str, _Managed] = {}
         self.decisions: list[ScalingDecision] = []
         self._commands: Consumer | None = None
@@ -277,14 +277,18 @@ class SwarmController:
             self.producer.poll(0)
 
     # -- the loop ----------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        """Step every ``interval_s`` until ``stop`` is set."""
+    def run(self, stop: threading.Event, after_step: Callable[[], object] | None = None) -> None:
+        """Step every ``interval_s`` until ``stop`` is set, calling ``after_step`` after
+        each. A step failing with a :class:`BuildKitError` (the broker away for a moment)
+        is logged and the next one tried; anything else ends the loop."""
         while not stop.is_set():
             started = time.monotonic()
             try:
                 self.step()
             except BuildKitError as exc:
                 log.error("swarm step failed: %s", exc)
+            if after_step is not None:
+                after_step()
             stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def step(self) -> list[ScalingDecision]:

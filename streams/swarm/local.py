@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,7 +62,6 @@ class LocalDeployment:
     #: Runs the agent under this name (its task topic ``bar.tasks.<name>``).
     name: str | None = None
     extra_args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def agent_type(self) -> str:
@@ -224,6 +223,12 @@ class LocalBackend:
                 for r in self._replicas.get(agent_type, [])
             }
 
+    def pid(self, agent_type: str, replica_id: str) -> int | None:
+        """The process id of running replica ``replica_id``, if it runs."""
+        with self._lock:
+            running = self._replicas.get(agent_type, [])
+            return next((r.pid for r in running if r.replica_id == replica_id), None)
+
     def deployed(self) -> list[str]:
         with self._lock:
             return sorted(self._deployments)
@@ -282,7 +287,7 @@ class LocalBackend:
             output = (self.log_dir / f"{replica_id}.log").open("ab")
         process = subprocess.Popen(
             self._command(deployment, replica_id),
-            env={**self.env, **deployment.env},
+            env=self.env,
             stdout=output,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the controller's terminal is ours to relay

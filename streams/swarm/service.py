@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 
 from buildkit.audit.heartbeat import write_heartbeat
 from buildkit.errors import BuildKitError
@@ -71,14 +70,7 @@ def run_service(
     beat = heartbeat_file(settings)
     log.info("SWARM controller running (%s backend)", backend.name)
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                controller.step()
-            except BuildKitError as exc:
-                log.error("swarm step failed: %s", exc)
-            write_heartbeat(beat)
-            stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+        controller.run(stop, after_step=lambda: write_heartbeat(beat))
     except KeyboardInterrupt:
         pass
     finally:

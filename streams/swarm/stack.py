@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildkit.audit.heartbeat import heartbeat_pid
-from buildkit.dev.procs import PidFile
-from buildkit.dev.stack import Part, StackPaths, module_part
+from buildkit.dev.stack import Part, StackPaths, heartbeat_part
 from buildkit.settings import Settings
 
 __all__ = ["heartbeat_file", "stack_part"]
@@ -22,21 +20,13 @@ def heartbeat_file(settings: Settings) -> Path:
 def stack_part(settings: Settings, paths: StackPaths) -> Part:
     """The controller as a dev-stack part: alive while its heartbeat file is fresh
     and written by the process the stack started."""
-    name = "swarm"
-    pid_file = PidFile(paths.run / f"{name}.pid")  # the one module_part keeps
-    beat = heartbeat_file(settings)
-
-    def answers() -> bool:
-        pid = pid_file.read()
-        return pid is not None and heartbeat_pid(beat) == pid
-
-    return module_part(
-        name=name,
+    return heartbeat_part(
+        name="swarm",
         module="streams.swarm",
         paths=paths,
+        beat=heartbeat_file(settings),
         address=f"{settings.bootstrap_servers} (local backend)",
         setting="BAR_BOOTSTRAP_SERVERS",
         example="127.0.0.1:9092",
-        check=answers,
         after=("kafka", "schema-registry"),
     )

@@ -4,20 +4,18 @@ production and reading results back by assignment."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.runtime.manifest import builtin_manifests_dir, load_manifest
+from agents.runtime.manifest import builtin_manifests_dir
 from buildkit.contracts.events import AgentTask
 from buildkit.producer import TypedProducer
 from buildkit.settings import Settings
-from buildkit.topics import apply_topics
-from streams.swarm.controller import HealthSettings, SwarmController
+from streams.swarm.api import Swarm
+from streams.swarm.controller import HealthSettings
 from streams.swarm.local import LocalBackend
 from streams.swarm.policy import ScalingPolicy
 from tests.agents.sample_agents import agent_catalog
@@ -48,19 +46,6 @@ def send_tasks(
     producer.flush()
 
 
-@dataclass
-class Swarm:
-    """A controller stepping in a background thread, with what it did."""
-
-    controller: SwarmController
-    backend: LocalBackend
-    replica_counts: list[int] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def replicas(self, agent_type: str) -> int:
-        return self.backend.replicas(agent_type)
-
-
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,44 +68,29 @@ def running_swarm(
     interval_s: float = 0.5,
     manifest_path: Path = MANIFEST_PATH,
 ) -> Iterator[Swarm]:
-    """Deploy ``agent_class`` (from agents/samples.py) as ``agent_type`` on
-    real local processes and run the controller until the block ends."""
-    apply_topics(settings, agent_catalog(agent_type))
+    """Deploy ``agent_class`` (from agents/samples.py) as ``agent_type`` on real local
+    processes through the SWARM API and keep its controller stepping until the block ends."""
     backend = LocalBackend(
         env=settings_env(settings),
         heartbeat_interval_s=heartbeat_interval_s,
         log_dir=log_dir,
         stop_grace_s=15,
     )
-    controller = SwarmController(
+    with Swarm(
         settings,
         backend,
         interval_s=interval_s,
         health=health or HealthSettings(1.0, 5, startup_grace_s=60),
-        follow_commands=False,
-    )
-    backend.report = controller.report_replica
-    swarm = Swarm(controller, backend)
-    controller.manage(
-        load_manifest(manifest_path),
-        policy,
-        manifest_path=manifest_path,
-        entrypoint=f"{SAMPLE}:{agent_class}",
-        name=agent_type,
-    )
-
-    def loop() -> None:
-        while not swarm.stop.is_set():
-            controller.step()
-            swarm.replica_counts.append(backend.replicas(agent_type))
-            swarm.stop.wait(interval_s)
-
-    thread = threading.Thread(target=loop, name="test-swarm", daemon=True)
-    thread.start()
-    try:
+    ) as swarm:
+        swarm.spawn_agent(
+            manifest_path,
+            entrypoint=f"{SAMPLE}:{agent_class}",
+            name=agent_type,
+            scaling=policy,
+        )
         yield swarm
-    finally:
-        swarm.stop.set()
-        thread.join(30)
-        backend.close()
-        controller.close()
+
+
+def peak_desired(swarm: Swarm) -> int:
+    """The most replicas the controller has asked for so far."""
+    return max((d.desired for d in swarm.controller.decisions), default=0)

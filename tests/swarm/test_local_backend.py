@@ -130,7 +130,8 @@ def test_a_crashed_replica_is_reported_with_its_exit_code_and_restarted(settings
     with running_swarm(settings, agent_type, FIXED_TWO, log_dir=tmp_path / "logs") as swarm:
         assert wait_for(lambda: len(swarm.backend.live_replicas(agent_type)) == 2, 30)
         victim = sorted(swarm.backend.live_replicas(agent_type))[0]
-        pid = next(r.pid for r in swarm.backend._replicas[agent_type] if r.replica_id == victim)
+        pid = swarm.backend.pid(agent_type, victim)
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
 
         def crashed() -> list[ReplicaEvent]:
@@ -175,7 +176,8 @@ def test_a_replica_that_stops_heartbeating_is_marked_unhealthy_and_replaced(
 
         assert wait_for(lambda: len(beating()) == 2, 45, interval=0.5)
         victim = sorted(swarm.backend.live_replicas(agent_type))[0]
-        pid = next(r.pid for r in swarm.backend._replicas[agent_type] if r.replica_id == victim)
+        pid = swarm.backend.pid(agent_type, victim)
+        assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # alive to the OS, silent to Kafka: a hung replica
 
         def unhealthy() -> list[ReplicaEvent]:

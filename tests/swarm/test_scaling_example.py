@@ -18,7 +18,7 @@ from buildkit.contracts.events import AgentResult, TaskStatus
 from buildkit.contracts.swarm import ReplicaEvent, ReplicaEventKind, ScalingDecisionEvent
 from streams.swarm.policy import ScalingPolicy
 from tests.agents.sample_agents import read_topic
-from tests.swarm.helpers import running_swarm, send_tasks, wait_for
+from tests.swarm.helpers import peak_desired, running_swarm, send_tasks, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -45,9 +45,10 @@ def test_100_tasks_scale_to_20_replicas_complete_once_and_scale_back_to_2(
         assert wait_for(lambda: swarm.replicas(agent_type) == 2, 30)
         send_tasks(settings, agent_type, tasks)
 
-        assert wait_for(lambda: max(swarm.replica_counts, default=0) == 20, 60), (
-            f"replica counts seen: {sorted(set(swarm.replica_counts))}"
+        assert wait_for(lambda: peak_desired(swarm) == 20, 60), (
+            f"replica counts asked for: {sorted({d.desired for d in swarm.controller.decisions})}"
         )
+        assert wait_for(lambda: swarm.replicas(agent_type) == 20, 10)
 
         def results() -> list[AgentResult]:
             ours = {task_id for task_id, _ in tasks}
