@@ -20,6 +20,7 @@ from buildkit.contracts.events import (
     AgentResult,
     AgentTask,
     GitLabAction,
+    GitLabActionOutcome,
     GitLabEvent,
 )
 from buildkit.contracts.roe import WorkflowCommand, WorkflowEvent
@@ -243,6 +244,13 @@ def default_catalog() -> Catalog:
                 retention=timedelta(days=30),
                 key_field="project_id",
                 description="GitLab side effects for the sink to run (outbox), keyed by project",
+            ),
+            TopicSpec(
+                "bar.gitlab.action-outcomes",
+                GitLabActionOutcome,
+                retention=timedelta(days=30),
+                key_field="project_id",
+                description="what the GitLab sink did with each action: done or failed, why",
             ),
             # One partition each: ROE runs as one active engine (a standby is fenced by
             # its transactional id), workflow traffic is orchestration-sized, and one

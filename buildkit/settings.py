@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -60,19 +60,37 @@ class Settings(BaseSettings):
     # Postgres --------------------------------------------------------------
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:55432/buildkit")
 
+    # GitLab ------------------------------------------------------------------
+    gitlab_url: str | None = Field(
+        default=None, description="GitLab base URL for the sink; unset: actions are only recorded"
+    )
+    gitlab_token: SecretStr | None = Field(default=None, description="GitLab API token")
+    gitlab_webhook_secret: SecretStr | None = Field(
+        default=None, description="the X-Gitlab-Token every project's webhook sends"
+    )
+    gitlab_project_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="per-project webhook secrets, a JSON object keyed by project id or path: "
+        'BAR_GITLAB_PROJECT_SECRETS=\'{"42": "s3cret", "group/app": "other"}\'',
+    )
+    gitlab_webhook_host: str = "127.0.0.1"
+    gitlab_webhook_port: int = Field(default=8090, ge=0, le=65535)
+    gitlab_max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
     # Runtime ---------------------------------------------------------------
     data_dir: Path = Path(".bar")
     source: str = "buildkit"
     dlq_max_attempts: int = Field(default=3, ge=1)
 
-    @field_validator("kafka_properties", mode="before")
+    @field_validator("kafka_properties", "gitlab_project_secrets", mode="before")
     @classmethod
-    def _parse_properties(cls, value: Any) -> Any:
+    def _parse_properties(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
-                raise ValueError(f"BAR_KAFKA_PROPERTIES is not a JSON object: {exc}") from exc
+                variable = f"BAR_{(info.field_name or '').upper()}"
+                raise ValueError(f"{variable} is not a JSON object: {exc}") from exc
         if isinstance(value, dict):
             return {
                 str(k): v if isinstance(v, SecretStr) else SecretStr(str(v))

@@ -19,6 +19,7 @@ from schemas import HISTORY_DIR, SCHEMA_DIR
 
 EXPECTED_CONTRACTS_EXPORTS = [
     "ActionKind",
+    "ActionStatus",
     "AgentError",
     "AgentHeartbeat",
     "AgentKind",
@@ -28,6 +29,7 @@ EXPECTED_CONTRACTS_EXPORTS = [
     "Codec",
     "Event",
     "GitLabAction",
+    "GitLabActionOutcome",
     "GitLabEvent",
     "MetricRecommendation",
     "ReplicaEvent",
@@ -76,6 +78,7 @@ def test_core_event_types_are_registered() -> None:
         "AgentResult",
         "AgentTask",
         "GitLabAction",
+        "GitLabActionOutcome",
         "GitLabEvent",
         "ReplicaEvent",
         "ScalingDecisionEvent",

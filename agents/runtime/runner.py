@@ -47,7 +47,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from agents.runtime.agent import DEFAULT_TIMEOUT_S, Agent, _now_ms, execute, task_result
+from agents.runtime.agent import DEFAULT_TIMEOUT_S, Agent, _now_ms, run_task, task_result
 from agents.runtime.answered import DEFAULT_LOOKBACK, AnsweredTasks
 from agents.runtime.attempts import POISON_CODE, started_by
 from buildkit.catalog import Catalog, TopicSpec, default_catalog
@@ -59,6 +59,7 @@ from buildkit.contracts.events import (
     AgentRegistration,
     AgentResult,
     AgentTask,
+    GitLabAction,
     ReplicaState,
     TaskStatus,
 )
@@ -66,11 +67,19 @@ from buildkit.errors import BuildKitError
 from buildkit.producer import TypedProducer
 from buildkit.settings import Settings
 
-__all__ = ["HEARTBEATS_TOPIC", "REGISTRY_TOPIC", "RESULTS_TOPIC", "AgentRunner", "RunnerStats"]
+__all__ = [
+    "ACTIONS_TOPIC",
+    "HEARTBEATS_TOPIC",
+    "REGISTRY_TOPIC",
+    "RESULTS_TOPIC",
+    "AgentRunner",
+    "RunnerStats",
+]
 
 log = logging.getLogger(__name__)
 
 RESULTS_TOPIC = "bar.tasks.results"
+ACTIONS_TOPIC = "bar.gitlab.actions"
 #: Seconds of work one batch (one offset commit, one flush) should hold at most.
 BATCH_BUDGET_S = 0.2
 MAX_BATCH = 200
@@ -169,7 +178,7 @@ class AgentRunner:
         producer = TypedProducer(
             self.settings, catalog=self.catalog, source=f"{self.group_id}/{self.replica_id}"
         )
-        producer.check_topics([RESULTS_TOPIC, HEARTBEATS_TOPIC, REGISTRY_TOPIC])
+        producer.check_topics([RESULTS_TOPIC, ACTIONS_TOPIC, HEARTBEATS_TOPIC, REGISTRY_TOPIC])
         overrides: dict[str, Any] = {
             # A task may run up to its timeout between two polls.
             "max.poll.interval.ms": int(max(300.0, self.default_timeout_s + 60) * 1000),
@@ -285,10 +294,12 @@ class AgentRunner:
         try:
             # Announced before it runs: if this replica dies on it, the next owner knows.
             self._heartbeat(producer, ReplicaState.RUNNING, announce=True)
-            result = loop.run(execute(self.agent, task, default_timeout_s=self.default_timeout_s))
+            execution = loop.run(
+                run_task(self.agent, task, default_timeout_s=self.default_timeout_s)
+            )
         finally:
             self._busy, self._current_task = False, None
-        self._answer(record, result, producer, answered)
+        self._answer(record, execution.result, producer, answered, actions=execution.actions)
         self.stats.executed += 1
 
     def _answer(
@@ -297,11 +308,22 @@ class AgentRunner:
         result: AgentResult,
         producer: TypedProducer,
         answered: AnsweredTasks,
+        *,
+        actions: list[GitLabAction] | None = None,
     ) -> None:
-        """Produce ``result`` (with this replica's id) for the task of ``record``."""
+        """Produce ``result`` (with this replica's id) for the task of ``record``, after
+        the GitLab actions the task asked for: a result is never seen without them."""
         result = result.model_copy(update={"replica_id": self.replica_id})
         envelope = record.envelope
         with self._produce_lock:
+            for action in actions or ():
+                producer.produce(
+                    ACTIONS_TOPIC,
+                    action,
+                    key=str(action.project_id),
+                    correlation_id=envelope.correlation_id,
+                    traceparent=envelope.traceparent,
+                )
             producer.produce(
                 RESULTS_TOPIC,
                 result,

@@ -16,20 +16,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.runtime.agent import DEFAULT_TIMEOUT_S, Agent, execute
-from buildkit.contracts.events import AgentResult, AgentTask
+from agents.runtime.agent import DEFAULT_TIMEOUT_S, Agent, run_task
+from buildkit.contracts.events import AgentResult, AgentTask, GitLabAction
 
 __all__ = ["AgentTestContext"]
 
 
 class AgentTestContext:
-    """Runs tasks through ``agent`` in-process and keeps every task and result."""
+    """Runs tasks through ``agent`` in-process and keeps every task, result and the
+    GitLab actions the tasks asked for."""
 
     def __init__(self, agent: Agent, *, default_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.agent = agent
         self.default_timeout_s = default_timeout_s
         self.tasks: list[AgentTask] = []
         self.results: list[AgentResult] = []
+        self.actions: list[GitLabAction] = []
 
     def task(self, **fields: Any) -> AgentTask:
         """An :class:`AgentTask` for this agent; unset ids and times get fresh defaults."""
@@ -50,6 +52,7 @@ class AgentTestContext:
         elif fields:
             task = task.model_copy(update=fields)
         self.tasks.append(task)
-        result = await execute(self.agent, task, default_timeout_s=self.default_timeout_s)
-        self.results.append(result)
-        return result
+        execution = await run_task(self.agent, task, default_timeout_s=self.default_timeout_s)
+        self.results.append(execution.result)
+        self.actions.extend(execution.actions)
+        return execution.result

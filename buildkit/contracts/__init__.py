@@ -12,6 +12,7 @@ from buildkit.contracts.base import Event, event_types, register
 from buildkit.contracts.codec import Codec
 from buildkit.contracts.events import (
     ActionKind,
+    ActionStatus,
     AgentError,
     AgentHeartbeat,
     AgentKind,
@@ -19,6 +20,7 @@ from buildkit.contracts.events import (
     AgentResult,
     AgentTask,
     GitLabAction,
+    GitLabActionOutcome,
     GitLabEvent,
     ReplicaState,
     TaskStatus,
@@ -43,6 +45,7 @@ from buildkit.contracts.swarm import (
 
 __all__ = [
     "ActionKind",
+    "ActionStatus",
     "AgentError",
     "AgentHeartbeat",
     "AgentKind",
@@ -52,6 +55,7 @@ __all__ = [
     "Codec",
     "Event",
     "GitLabAction",
+    "GitLabActionOutcome",
     "GitLabEvent",
     "MetricRecommendation",
     "ReplicaEvent",

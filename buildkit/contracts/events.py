@@ -47,6 +47,14 @@ class ActionKind(StrEnum):
     WIKI_PAGE = "WIKI_PAGE"
 
 
+class ActionStatus(StrEnum):
+    """How the GitLab sink ended an action."""
+
+    DONE = "DONE"
+    ALREADY_DONE = "ALREADY_DONE"
+    FAILED = "FAILED"
+
+
 class AgentError(BaseModel):
     """A failure with a stable dotted code the engine can branch on."""
 
@@ -169,3 +177,26 @@ class GitLabAction(Event):
     requested_by: str
     run_id: str | None = None
     created_at: datetime
+    target: str | None = Field(
+        default=None,
+        description="what target_iid names for SET_LABELS: issue (default) or merge_request",
+    )
+
+
+@register
+class GitLabActionOutcome(Event):
+    """What the GitLab sink did with one action, on ``bar.gitlab.action-outcomes``."""
+
+    schema_file = "gitlab_action_outcome.avsc"
+
+    action_id: str
+    kind: ActionKind
+    project_id: int
+    status: ActionStatus
+    attempts: int = 1
+    http_status: int | None = None
+    reason: str | None = None
+    reference: str | None = Field(
+        default=None, description="what GitLab made: a note id, a wiki slug, a status id"
+    )
+    finished_at: datetime
