@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-demo: $(STAMP) ## The demo on the embedded stack: event backbone, a workflow stage by stage, agents scaling (make down stops it)
+demo: $(STAMP) ## The demo on the embedded stack: event backbone, GitLab deliveries starting workflows and governors, agents scaling (make down stops it)
 	$(BUILDKIT) demo
 	$(BUILDKIT) roe demo
 	$(BUILDKIT) swarm demo

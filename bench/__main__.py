@@ -20,9 +20,11 @@ from pathlib import Path
 
 from bench.report import RESULTS_DIR, BenchResult, load_results, print_summary, write_results
 
-BENCHMARKS = ("produce", "consume", "replay", "archive", "roe", "swarm")
+BENCHMARKS = ("produce", "consume", "replay", "archive", "roe", "swarm", "webhook")
 # Produce runs are short and the most sensitive to other load on the machine: more of them.
-DEFAULT_REPEATS = {"produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5, "swarm": 3}
+DEFAULT_REPEATS = {
+    "produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5, "swarm": 3, "webhook": 3
+}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_replay import bench_replay
     from bench.bench_roe import bench_roe
     from bench.bench_swarm import bench_swarm
+    from bench.bench_webhook import bench_webhook
     from bench.payloads import build_payloads, prefill
     from bench.stack import bench_stack, delete_topics, fresh_topic
     from buildkit.contracts.events import AgentTask
@@ -73,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.repeats or DEFAULT_REPEATS[name])
 
     began = time.monotonic()
-    # roe and swarm build their own events: with only those, skip the 200k payloads.
-    payloads = build_payloads(n if set(args.only) - {"roe", "swarm"} else 1)
+    # roe, swarm and webhook build their own events: with only those, skip the 200k payloads.
+    payloads = build_payloads(n if set(args.only) - {"roe", "swarm", "webhook"} else 1)
     print(f"built {len(payloads):,} AgentTask payloads", flush=True)
     results: list[BenchResult] = []
     failed = False
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "archive": lambda: bench_archive(settings, payloads, wire, repeats("archive")),
             "roe": lambda: bench_roe(settings, repeats("roe")),
             "swarm": lambda: bench_swarm(settings, repeats("swarm")),
+            "webhook": lambda: bench_webhook(settings, repeats("webhook")),
         }
         for name in args.only:
             print(f"\n[{name}]", flush=True)

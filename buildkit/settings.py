@@ -75,7 +75,14 @@ class Settings(BaseSettings):
     )
     gitlab_webhook_host: str = "127.0.0.1"
     gitlab_webhook_port: int = Field(default=8090, ge=0, le=65535)
-    gitlab_max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    gitlab_max_body_bytes: int = Field(
+        default=960 * 1024,
+        ge=1024,
+        description="largest GitLab webhook body accepted (413 above); also capped by what "
+        "fits in one Kafka record (the producer's message.max.bytes, 1,000,000 by default, "
+        "less 16 KiB): for bigger deliveries raise message.max.bytes of the producer and the "
+        "broker via BAR_KAFKA_PROPERTIES, and this",
+    )
 
     # Runtime ---------------------------------------------------------------
     data_dir: Path = Path(".bar")

@@ -79,6 +79,8 @@ def settings(broker: str, database_url: str, registry_url: str, session_dir: Pat
         data_dir=session_dir / "data",
         client_timeout_s=5,
         consumer_session_timeout_ms=6000,
+        # Never the default 8090: a developer's own dev stack may hold it.
+        gitlab_webhook_port=free_port(),
     )
 
 
@@ -98,6 +100,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BAR_DATA_DIR": str(settings.data_dir),
         "BAR_CLIENT_TIMEOUT_S": str(settings.client_timeout_s),
         "BAR_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "BAR_GITLAB_WEBHOOK_PORT": str(settings.gitlab_webhook_port),
         "COLUMNS": "200",
     }
 
@@ -122,3 +125,24 @@ def cli(settings: Settings):  # type: ignore[no-untyped-def]
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def gitlab_webhook(settings: Settings) -> Iterator[str]:
+    """The GitLab webhook connector as the dev stack runs it (``python -m
+    connectors.gitlab``, a real subprocess, token: the dev secret under the session's
+    data dir), publishing to the session broker's ``bar.gitlab.events``; yields its URL."""
+    from buildkit.catalog import default_catalog
+    from buildkit.topics import apply_topics
+    from connectors.gitlab.stack import local_base_url, webhook_url
+    from tests.connectors.gitlab.webhook_helpers import start_webhook, wait_healthy
+
+    apply_topics(settings, default_catalog())
+    log_path = settings.data_dir / "gitlab-webhook.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:  # the child keeps its own handle
+        proc = start_webhook(["-m", "connectors.gitlab"], settings_env(settings), log=log)
+    wait_healthy(proc, local_base_url(settings), log_path=log_path)
+    yield webhook_url(settings)
+    proc.terminate()
+    proc.wait(10)

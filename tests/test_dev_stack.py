@@ -38,6 +38,7 @@ class DevStack:
         self.kafka_port = free_port()
         self.pg_port = free_port()
         self.registry_port = free_port()
+        self.webhook_port = free_port()
         self.database_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/buildkit"
         self.env = {
             **os.environ,
@@ -45,6 +46,7 @@ class DevStack:
             "BAR_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_port}",
             "BAR_DATABASE_URL": self.database_url,
             "BAR_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{self.registry_port}",
+            "BAR_GITLAB_WEBHOOK_PORT": str(self.webhook_port),
             "COLUMNS": "200",  # rich: keep table cells and lines unwrapped
         }
 
@@ -84,7 +86,8 @@ class DevStack:
 def pids_in(output: str) -> dict[str, int]:
     """``{part: pid}`` from the lines of ``up`` / ``down`` output that mention a pid."""
     found = re.findall(
-        r"(kafka|postgres|schema-registry|audit-archiver|swarm)\b.*?\(pid (\d+)\)", output
+        r"(kafka|postgres|schema-registry|audit-archiver|swarm|gitlab-webhook)\b.*?\(pid (\d+)\)",
+        output,
     )
     return {name: int(pid) for name, pid in found}
 
@@ -98,7 +101,7 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
         dev.cleanup()
 
 
-PARTS = ("kafka", "postgres", "schema-registry", "audit-archiver", "swarm")
+PARTS = ("kafka", "postgres", "schema-registry", "audit-archiver", "swarm", "gitlab-webhook")
 
 
 # ----------------------------------------------------------------------
@@ -209,7 +212,10 @@ def test_status_exits_1_when_nothing_answers(stack: DevStack) -> None:
     assert result.returncode == 1, result.stdout
     for part in PARTS:
         assert part in result.stdout
-    assert "not answering: kafka, postgres, schema-registry, audit-archiver, swarm" in result.stdout
+    assert (
+        "not answering: kafka, postgres, schema-registry, audit-archiver, swarm, gitlab-webhook"
+        in result.stdout
+    )
 
 
 # ----------------------------------------------------------------------

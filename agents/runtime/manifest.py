@@ -17,6 +17,8 @@ The YAML is the architecture document's ``manifest:`` block plus ``resources`` a
         limits: {cpu: 1000m, memory: 1Gi}   # optional; each at least its request
       entrypoint: my_agents.perf:PerformanceAgent   # optional: the Agent subclass that
                                        # `python -m agents.runtime.serve` runs
+      policy:                          # optional mapping, kept as written: the agent
+        coverage_threshold: 80         #   validates its own (e.g. the governors')
 
 Every problem in a file is reported at once, one ``file:line:column: field "x.y": message``
 line each (:class:`ManifestError`). Positions come from PyYAML's composed node tree: the
@@ -243,6 +245,9 @@ class AgentManifest(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     #: ``module.path:ClassName`` of the :class:`~agents.runtime.agent.Agent` subclass to run.
     entrypoint: Annotated[str, AfterValidator(_check_entrypoint)] | None = None
+    #: Settings of the agent's rules, kept as written; the agent validates them with its
+    #: own model when it starts (see :mod:`agents.governors`).
+    policy: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def task_topic(self) -> str:

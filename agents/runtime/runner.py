@@ -315,15 +315,21 @@ class AgentRunner:
         the GitLab actions the task asked for: a result is never seen without them."""
         result = result.model_copy(update={"replica_id": self.replica_id})
         envelope = record.envelope
+        if actions:
+            with self._produce_lock:
+                for action in actions:
+                    producer.produce(
+                        ACTIONS_TOPIC,
+                        action,
+                        key=str(action.project_id),
+                        correlation_id=envelope.correlation_id,
+                        traceparent=envelope.traceparent,
+                    )
+            # Other topic, other batch: without this wait the result could be acknowledged
+            # (and acted on) before its actions are on the log. Outside the lock, so the
+            # heartbeat thread keeps beating meanwhile.
+            producer.flush()
         with self._produce_lock:
-            for action in actions or ():
-                producer.produce(
-                    ACTIONS_TOPIC,
-                    action,
-                    key=str(action.project_id),
-                    correlation_id=envelope.correlation_id,
-                    traceparent=envelope.traceparent,
-                )
             producer.produce(
                 RESULTS_TOPIC,
                 result,

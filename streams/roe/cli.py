@@ -275,12 +275,15 @@ def cancel(
 @app.command("demo")
 @handle_errors
 def demo(
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to finish.")] = 60,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each workflow's runs.")] = 60,
 ) -> None:
-    """Watch the feature workflow run stage by stage, started by a GitLab issue.
+    """Watch GitLab deliveries start workflows, stage by stage.
 
-    A GitLab issue labelled `feature` starts the Feature Development Workflow on the
-    real engine, with simulated agents. Exits 1 if the run does not succeed.
+    Deliveries are POSTed over HTTP to the dev stack's webhook (buildkit dev up): an
+    issue labelled `feature` starts the Feature Development Workflow (simulated
+    agents), and two merge requests run Merge Request Governance with the real
+    branch-policy and version-sync agents on a git repository the demo builds; one
+    passes, one is refused. Exits 1 if a run does not end as expected.
 
     Example: buildkit roe demo
     """

@@ -1,37 +1,54 @@
-"""The ROE part of ``make demo``: a GitLab ``issue`` event labelled ``feature`` starts the
-Feature Development Workflow, which runs stage by stage on the embedded stack, with a
-live timeline of ``bar.roe.events`` and a closing summary.
+"""The ROE part of ``make demo``: GitLab webhook deliveries, POSTed over HTTP to the
+dev stack's webhook connector, start workflows on the embedded stack, shown live from
+``bar.roe.events``.
 
-The ROE worker here is the real engine (in this process, a thread); the agents are
-simulated (:mod:`agents.simulated`) until the agent runtime and the built-in agents
-exist, and the demo says so.
+* An ``issue`` opened with the ``feature`` label starts the Feature Development
+  Workflow, which runs stage by stage. Its agents are simulated
+  (:mod:`agents.simulated`) until the QITS agents exist, and the demo says so.
+* Two merge requests start Merge Request Governance: the governors branch-policy and
+  version-sync (real agents on the runtime, served here by in-process runners) check
+  a real git repository the demo builds; one request conforms, one does not. Their
+  GitLab actions (commit statuses, notes) are recorded on ``bar.gitlab.actions``.
+
+The engine is the real one (in this process, a thread).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from agents.governors.branch_policy import BranchPolicyAgent
+from agents.governors.version_sync import VersionSyncAgent
+from agents.runtime.inprocess import serving
 from agents.simulated import SimulatedAgents
 from buildkit.catalog import default_catalog
-from buildkit.contracts.events import GitLabEvent
 from buildkit.contracts.roe import WorkflowEvent, WorkflowEventKind
-from buildkit.producer import TypedProducer
 from buildkit.serde import SerdeRegistry
 from buildkit.settings import Settings
 from buildkit.topics import apply_topics
+from connectors.gitlab.stack import webhook_url
+from streams.roe.demo_gitlab import (
+    deliver,
+    demo_repository,
+    issue_delivery,
+    merge_request_delivery,
+)
 from streams.roe.engine import EVENTS, RoeEngine
+from streams.roe.model import WorkflowSpec
 from streams.roe.spec import builtin_workflows, load_workflow
-from streams.roe.triggers import match_event
+from streams.roe.triggers import run_id_for
 
 K = WorkflowEventKind
+FEATURE = "feature-development-workflow@0.1.0"
+MR_GOVERNANCE = "merge-request-governance@0.1.0"
 _STYLE = {
     K.WORKFLOW_STARTED: "bold cyan",
     K.STAGE_DISPATCHED: "yellow",
@@ -43,102 +60,122 @@ _STYLE = {
 }
 
 
-def issue_event() -> GitLabEvent:
-    """A GitLab issue opened with the ``feature`` label, as the webhook connector emits it."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    raw = {
-        "object_kind": "issue",
-        "event_type": "issue",
-        "user": {"username": "ada"},
-        "project": {"id": 4200, "path_with_namespace": "platform/users-api"},
-        "object_attributes": {
-            "iid": 123,
-            "action": "open",
-            "title": "Users API: GET /api/users/{id}",
-        },
-        "labels": [{"title": "feature"}],
-    }
-    return GitLabEvent(
-        event_id=f"demo-{uuid.uuid4()}",
-        kind="issue",
-        action="open",
-        project_id=4200,
-        project_path="platform/users-api",
-        object_id=900123,
-        object_iid=123,
-        labels=["feature"],
-        author="ada",
-        occurred_at=now,
-        received_at=now,
-        raw_json=json.dumps(raw),
-    )
-
-
 def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60) -> bool:
-    """Run the feature workflow from a GitLab event; True when it succeeded."""
+    """Deliver GitLab webhooks over HTTP and follow the workflows they start; True when
+    every run ended as expected (the feature run and the conforming merge request
+    succeed, the non-conforming one is refused by branch-policy)."""
     catalog = default_catalog()
     apply_topics(settings, catalog)
-    spec = load_workflow(builtin_workflows()[0])
+    specs = {spec.workflow_id: spec for spec in map(load_workflow, builtin_workflows())}
+    feature, governance = specs[FEATURE], specs[MR_GOVERNANCE]
     console.print(
-        f"[bold cyan]▸[/bold cyan] ROE: workflow [bold]{spec.name}[/bold] ({spec.workflow_id})"
+        f"[bold cyan]▸[/bold cyan] ROE: GitLab deliveries over HTTP to {webhook_url(settings)}"
     )
-    agents = SimulatedAgents(settings, [stage.agent for stage in spec.stages])
-    agents.start()
-    agents.ready.wait(30)
-    console.print(
-        "  agents are [yellow]simulated[/yellow] (agents.simulated) until the agent runtime lands"
-    )
-    engine = RoeEngine(settings, workflows=[spec])
+    simulated = SimulatedAgents(settings, [stage.agent for stage in feature.stages])
+    simulated.start()
+    simulated.ready.wait(30)
+    engine = RoeEngine(settings, workflows=[feature, governance])
     stop = threading.Event()
     worker = threading.Thread(target=engine.run, args=(stop,), name="roe-engine", daemon=True)
     tail = _tail_from_end(settings)
     worker.start()
-    event = issue_event()
-    [match] = match_event([spec], event)
-    run_id = match.run_id
-    with TypedProducer(settings, source="demo-gitlab-webhook") as producer:
-        producer.produce("bar.gitlab.events", event, key=str(event.project_id))
-    console.print(
-        f"  GitLab issue #{event.object_iid} opened with label [bold]feature[/bold] → run {run_id}"
-    )
     serde = SerdeRegistry(settings, catalog).for_topic(EVENTS)
-    began = time.monotonic()
-    done_kind: WorkflowEventKind | None = None
-    stage_started: dict[str, float] = {}
-    durations: dict[str, float] = {}
+    ok = True
+    stack = ExitStack()
     try:
-        while time.monotonic() - began < timeout_s and done_kind is None:
-            msg = tail.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            ev = serde.decode(msg.value())
-            assert isinstance(ev, WorkflowEvent)
-            if ev.run_id != run_id:
-                continue
-            elapsed = time.monotonic() - began
-            if ev.kind is K.STAGE_DISPATCHED and ev.stage:
-                stage_started[ev.stage] = elapsed
-            if ev.kind is K.STAGE_SUCCEEDED and ev.stage:
-                durations[ev.stage] = elapsed - stage_started.get(ev.stage, elapsed)
-            style = _STYLE.get(ev.kind, "dim")
-            detail = ev.stage or ""
-            if ev.kind is K.STAGE_DISPATCHED:
-                detail += f" → {ev.topic} (task {ev.task_id})"
-            if ev.outputs:
-                detail += " outputs: " + ", ".join(ev.outputs)
-            if ev.reason:
-                detail += f" — {ev.reason}"
+        # 1. An issue opened with the `feature` label starts the feature workflow.
+        console.print(
+            f"\n[bold]Feature Development Workflow[/bold] ({feature.workflow_id}); its agents "
+            "are [yellow]simulated[/yellow] (agents.simulated) until the QITS agents land"
+        )
+        key = f"demo-{uuid.uuid4()}"
+        deliver(settings, "Issue Hook", issue_delivery(123, "Users API: search by name"), key)
+        run_id = run_id_for(feature.workflow_id, f"gitlab:{key}")
+        console.print(
+            f"  POST Issue Hook: issue #123 opened with label [bold]feature[/bold] → 2xx "
+            f"after the broker's ack → run {run_id}"
+        )
+        ends, durations = _follow(tail, serde, {run_id}, console, timeout_s)
+        _stage_table(console, feature, durations, run_id)
+        ok &= _verdict(console, run_id, ends.get(run_id), K.WORKFLOW_SUCCEEDED)
+
+        # 2. Merge requests run the governors, real agents on the runtime.
+        console.print(
+            f"\n[bold]Merge Request Governance[/bold] ({governance.workflow_id}): "
+            "branch-policy and version-sync on a real git checkout"
+        )
+        governors = serving(settings, [BranchPolicyAgent(), VersionSyncAgent()])
+        stack.enter_context(governors)
+        repo = demo_repository(settings.data_dir.absolute() / "demo")
+        conforming = merge_request_delivery(repo, 7)
+        stray = merge_request_delivery(repo, 8, stray=True)
+        expected = {}
+        for body, verdict in ((conforming, K.WORKFLOW_SUCCEEDED), (stray, K.WORKFLOW_FAILED)):
+            key = f"demo-{uuid.uuid4()}"
+            deliver(settings, "Merge Request Hook", body, key)
+            mr_run = run_id_for(governance.workflow_id, f"gitlab:{key}")
+            expected[mr_run] = verdict
+            attrs = body["object_attributes"]
             console.print(
-                f"  {elapsed:6.3f}s  #{ev.seq:<3} [{style}]{ev.kind.value:<20}[/{style}] {detail}"
+                f"  POST Merge Request Hook: !{attrs['iid']} {attrs['source_branch']} → "
+                f"{attrs['target_branch']} → run {mr_run}"
             )
-            if ev.kind in (K.WORKFLOW_SUCCEEDED, K.WORKFLOW_FAILED, K.WORKFLOW_CANCELLED):
-                done_kind = ev.kind
+        ends, _ = _follow(tail, serde, set(expected), console, timeout_s)
+        for mr_run, verdict in expected.items():
+            ok &= _verdict(console, mr_run, ends.get(mr_run), verdict)
+        _show_actions(settings, console, set(expected))
     finally:
         stop.set()
         worker.join(20)
         engine.close()
         tail.close()
-        agents.halt()
+        simulated.halt()
+        stack.close()
+    return ok
+
+
+def _follow(
+    tail: Consumer, serde: Any, run_ids: set[str], console: Console, timeout_s: float
+) -> tuple[dict[str, WorkflowEventKind], dict[str, float]]:
+    """Print the events of ``run_ids`` as they come until each run ended (or time is up);
+    returns how each ended and each stage's duration."""
+    began = time.monotonic()
+    ends: dict[str, WorkflowEventKind] = {}
+    stage_started: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    short = {run_id: f"…{run_id[-6:]}" for run_id in run_ids}
+    while time.monotonic() - began < timeout_s and len(ends) < len(run_ids):
+        msg = tail.poll(0.2)
+        if msg is None or msg.error() is not None:
+            continue
+        ev = serde.decode(msg.value())
+        if not isinstance(ev, WorkflowEvent) or ev.run_id not in run_ids:
+            continue
+        elapsed = time.monotonic() - began
+        if ev.kind is K.STAGE_DISPATCHED and ev.stage:
+            stage_started[ev.stage] = elapsed
+        if ev.kind is K.STAGE_SUCCEEDED and ev.stage:
+            durations[ev.stage] = elapsed - stage_started.get(ev.stage, elapsed)
+        style = _STYLE.get(ev.kind, "dim")
+        detail = ev.stage or ""
+        if ev.kind is K.STAGE_DISPATCHED:
+            detail += f" → {ev.topic} (task {ev.task_id})"
+        if ev.outputs:
+            detail += " outputs: " + ", ".join(ev.outputs)
+        if ev.reason:
+            detail += f" — {ev.reason}"
+        run = f"{short[ev.run_id]} " if len(run_ids) > 1 else ""
+        console.print(
+            f"  {elapsed:6.3f}s  {run}#{ev.seq:<3} [{style}]{ev.kind.value:<20}[/{style}] {detail}"
+        )
+        if ev.kind in (K.WORKFLOW_SUCCEEDED, K.WORKFLOW_FAILED, K.WORKFLOW_CANCELLED):
+            ends[ev.run_id] = ev.kind
+    return ends, durations
+
+
+def _stage_table(
+    console: Console, spec: WorkflowSpec, durations: dict[str, float], run_id: str
+) -> None:
     table = Table("stage", "agent", "time", title=f"run {run_id}")
     for stage in spec.stages:
         seconds = durations.get(stage.name)
@@ -146,11 +183,39 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
             stage.name, stage.agent, "-" if seconds is None else f"{seconds * 1000:.0f} ms"
         )
     console.print(table)
-    ok = done_kind is K.WORKFLOW_SUCCEEDED
-    verdict = "[green]succeeded[/green]" if ok else f"[red]{done_kind or 'did not finish'}[/red]"
+
+
+def _verdict(
+    console: Console, run_id: str, ended: WorkflowEventKind | None, expected: WorkflowEventKind
+) -> bool:
+    ok = ended is expected
+    mark = "[green]as expected[/green]" if ok else f"[red]expected {expected.value}[/red]"
     replay = f"buildkit replay bar.roe.events --filter run_id={run_id} --out -"
-    console.print(f"  workflow {verdict}; its timeline: {replay}")
+    console.print(
+        f"  run {run_id}: {ended.value if ended else 'did not finish'} ({mark}); {replay}"
+    )
     return ok
+
+
+def _show_actions(settings: Settings, console: Console, run_ids: set[str]) -> None:
+    """The GitLab actions the governors asked for: recorded on bar.gitlab.actions, for
+    the sink to run once BAR_GITLAB_URL and BAR_GITLAB_TOKEN are set."""
+    from connectors.gitlab.actions_view import list_actions
+
+    rows = [row for row in list_actions(settings) if row.action.run_id in run_ids]
+    table = Table("run", "by", "action", "target", "what", title="GitLab actions recorded")
+    for row in rows:
+        action = row.action
+        target = f"!{action.target_iid}" if action.target_iid else (action.sha or "")[:8]
+        what = action.state or (action.body or "").splitlines()[0].lstrip("# ").replace("*", "")
+        table.add_row(
+            f"…{(action.run_id or '')[-6:]}", action.requested_by, action.kind.value, target, what
+        )
+    console.print(table)
+    console.print(
+        f"  {len(rows)} action(s) recorded; with GitLab configured `buildkit gitlab sink` "
+        "runs them; list them any time: buildkit gitlab actions"
+    )
 
 
 def _tail_from_end(settings: Settings) -> Consumer:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.runtime.agent import Agent, AgentFault, TaskOutcome
+from agents.runtime.agent import ActionRequest, Agent, AgentFault, TaskOutcome
 from agents.runtime.manifest import (
     AgentManifest,
     ManifestError,
@@ -25,11 +25,13 @@ from agents.runtime.serve import load_agent, rename_manifest
 from agents.runtime.testing import AgentTestContext
 from buildkit.catalog import AGENT_TASK_PARTITIONS
 from buildkit.contracts.events import (
+    ActionKind,
     AgentHeartbeat,
     AgentKind,
     AgentRegistration,
     AgentResult,
     AgentTask,
+    GitLabAction,
     ReplicaState,
     TaskStatus,
 )
@@ -52,6 +54,12 @@ MANIFEST = load_manifest(MANIFEST_PATH)
 ROOT = Path(__file__).parent.parent.parent
 
 
+NOTE = ActionRequest(kind=ActionKind.ISSUE_NOTE, project_id=7, target_iid=3, body="checked")
+STATUS = ActionRequest(
+    kind=ActionKind.COMMIT_STATUS, project_id=7, sha="abc123", state="failed", title="bar/x"
+)
+
+
 class ScriptedAgent(Agent):
     """Behaves as the task's ``parameters_json`` says; records every task it ran."""
 
@@ -70,6 +78,10 @@ class ScriptedAgent(Agent):
             raise RuntimeError("disk on fire")
         if mode == '"slow"':
             await asyncio.sleep(1)
+        if mode == '"act"':
+            return TaskOutcome(actions=[NOTE, STATUS])
+        if mode == '"violate"':
+            raise AgentFault("governor.violation", "branch name", actions=[STATUS])
         return TaskOutcome(
             metrics={"coverage": 91.5}, outputs={"tests.zip": f"artifact://{task.task_id}"}
         )
@@ -133,6 +145,44 @@ def test_default_timeout_applies_when_the_task_sets_none() -> None:
     assert result.status is TaskStatus.TIMED_OUT
 
 
+def test_actions_asked_for_become_gitlab_actions_with_ids_stable_per_attempt() -> None:
+    ctx = AgentTestContext(ScriptedAgent())
+    first = run(ctx, task_id="t-1", run_id="r-9", parameters_json='"act"')
+    again = run(ctx, task_id="t-1", run_id="r-9", parameters_json='"act"')
+    retry = run(ctx, task_id="t-1", run_id="r-9", parameters_json='"act"', attempt=2)
+
+    assert first.status is TaskStatus.SUCCEEDED
+    note, status = ctx.actions[:2]
+    assert (note.kind, note.project_id, note.target_iid, note.body) == (
+        ActionKind.ISSUE_NOTE,
+        7,
+        3,
+        "checked",
+    )
+    assert (status.kind, status.sha, status.state) == (ActionKind.COMMIT_STATUS, "abc123", "failed")
+    assert {a.requested_by for a in ctx.actions} == {"test-generator"}
+    assert {a.run_id for a in ctx.actions} == {"r-9"}
+    assert note.action_id != status.action_id
+    # A redelivered attempt asks for the very same actions; a new attempt for new ones.
+    assert [a.action_id for a in ctx.actions[2:4]] == [note.action_id, status.action_id]
+    assert not {a.action_id for a in ctx.actions[4:]} & {note.action_id, status.action_id}
+    assert again.status is retry.status is TaskStatus.SUCCEEDED
+
+
+def test_a_fault_still_takes_its_actions() -> None:
+    ctx = AgentTestContext(ScriptedAgent())
+    result = run(ctx, parameters_json='"violate"')
+    assert result.status is TaskStatus.FAILED
+    assert result.error is not None and result.error.code == "governor.violation"
+    assert [a.kind for a in ctx.actions] == [ActionKind.COMMIT_STATUS]
+
+
+def test_an_unexpected_exception_takes_no_actions() -> None:
+    ctx = AgentTestContext(ScriptedAgent())
+    run(ctx, parameters_json='"boom"')
+    assert ctx.actions == []
+
+
 def test_agent_without_manifest_is_refused() -> None:
     class Nameless(Agent):
         pass
@@ -177,6 +227,44 @@ def test_runner_answers_each_task_once_and_skips_a_redelivered_task(
     assert beats[0].state is ReplicaState.STARTING
     assert beats[-1].state is ReplicaState.DRAINING
     assert all(b.memory_bytes > 0 and b.agent == name for b in beats)
+
+
+@pytest.mark.stack
+def test_runner_publishes_the_actions_of_a_task_with_its_result(
+    settings: Settings, prefix: str
+) -> None:
+    name = f"{prefix}-acting"
+    topic = create_task_topic(settings, name)
+    agent = ScriptedAgent(rename_manifest(MANIFEST, name))
+    now = datetime.now(UTC).replace(microsecond=0)
+    acting = AgentTask(
+        task_id=f"{prefix}-act", agent=name, run_id=f"{prefix}-run", created_at=now,
+        parameters_json='"act"',
+    )  # fmt: skip
+    failing = acting.model_copy(
+        update={"task_id": f"{prefix}-violate", "parameters_json": '"violate"'}
+    )
+    with TypedProducer(settings, catalog=agent_catalog(name)) as producer:
+        for task in (acting, failing):
+            producer.produce(topic, task, key=task.task_id)
+
+    AgentRunner(settings, agent, replica_id=f"{prefix}-r", heartbeat_interval_s=0.5).run(
+        max_tasks=2, idle_timeout_s=20
+    )
+
+    actions = [
+        a
+        for a in read_topic(settings, "bar.gitlab.actions")
+        if isinstance(a, GitLabAction) and a.requested_by == name
+    ]
+    assert sorted((a.kind, a.run_id) for a in actions) == [
+        (ActionKind.COMMIT_STATUS, f"{prefix}-run"),
+        (ActionKind.COMMIT_STATUS, f"{prefix}-run"),
+        (ActionKind.ISSUE_NOTE, f"{prefix}-run"),
+    ]
+    results = {r.task_id: r for r in results_for(settings, [acting.task_id, failing.task_id])}
+    assert results[acting.task_id].status is TaskStatus.SUCCEEDED
+    assert results[failing.task_id].status is TaskStatus.FAILED
 
 
 def _beats_of(settings: Settings, replica_id: str) -> list[AgentHeartbeat]:

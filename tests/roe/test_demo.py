@@ -1,4 +1,6 @@
-"""The ROE part of ``make demo``: a GitLab event starts the feature workflow, which runs."""
+"""The ROE part of ``make demo``: GitLab deliveries over HTTP start the feature workflow,
+which runs, and merge request governance, whose governors pass one request and refuse
+the other."""
 
 from __future__ import annotations
 
@@ -6,14 +8,21 @@ import io
 
 from rich.console import Console
 
+from buildkit.settings import Settings
+from connectors.gitlab.stack import webhook_url
 from streams.roe.demo import run_roe_demo
+from streams.roe.demo_gitlab import GitLabDeliveryError
 
 
-def test_gitlab_issue_starts_the_feature_workflow_and_it_runs_stage_by_stage(settings):
+def test_gitlab_deliveries_start_the_workflows_and_they_run_stage_by_stage(
+    settings: Settings, gitlab_webhook: str
+) -> None:
+    assert webhook_url(settings) == gitlab_webhook
     output = io.StringIO()
     ok = run_roe_demo(settings, Console(file=output, width=200))
     text = output.getvalue()
     assert ok, text
+    assert "POST Issue Hook: issue #123 opened" in text
     positions = [
         text.index(f"STAGE_SUCCEEDED      {stage}")
         for stage in ("api-design", "test-generation", "implementation", "quality-gate")
@@ -21,3 +30,19 @@ def test_gitlab_issue_starts_the_feature_workflow_and_it_runs_stage_by_stage(set
     assert positions == sorted(positions)
     assert "WORKFLOW_STARTED" in text and "WORKFLOW_SUCCEEDED" in text
     assert "simulated" in text
+    assert text.count("(as expected)") == 3
+    assert "STAGE_FAILED         branch-policy" in text
+    assert "quick-fix` matches none of the allowed patterns" in text
+    assert "8 action(s) recorded" in text
+
+
+def test_without_the_webhook_the_demo_says_how_to_start_it(settings: Settings) -> None:
+    closed = settings.model_copy(update={"gitlab_webhook_port": 9})  # discard: nothing there
+    output = io.StringIO()
+    try:
+        run_roe_demo(closed, Console(file=output, width=200), timeout_s=5)
+    except GitLabDeliveryError as exc:
+        assert "does not answer on http://127.0.0.1:9/webhooks/gitlab" in str(exc)
+        assert "buildkit dev up" in str(exc)
+    else:
+        raise AssertionError("the demo ran without a webhook")

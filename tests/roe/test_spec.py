@@ -89,7 +89,11 @@ def test_architecture_documents_workflow_loads_as_is() -> None:
 
 def test_builtin_feature_workflow_ships_as_the_architecture_documents_file() -> None:
     paths = builtin_workflows()
-    assert [p.name for p in paths] == ["feature-workflow.yml"]
+    assert [p.name for p in paths] == [
+        "feature-workflow.yml",
+        "merge-request-governance.yml",
+        "push-governance.yml",
+    ]
     assert paths[0].read_text(encoding="utf-8") == FEATURE_WORKFLOW
     assert load_workflow(paths[0]) == parse_workflow(FEATURE_WORKFLOW)
 
