@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUILDKIT := $(VENV)/bin/buildkit
 STAMP := $(VENV)/.installed-stamp
-PY_DIRS := buildkit schemas streams agents connectors tests bench
+PY_DIRS := buildkit schemas streams agents connectors qits tests bench
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint bench up down status manifests clean

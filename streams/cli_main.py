@@ -16,6 +16,7 @@ def main() -> None:
     from connectors.gitlab.connect_cli import connect_app
     from connectors.gitlab.sink_cli import gitlab_app
     from connectors.gitlab.stack import stack_part as gitlab_webhook_part
+    from qits import cli as qits_cli
     from streams.roe import cli as roe_cli
     from streams.swarm import cli as swarm_cli
     from streams.swarm.stack import stack_part as swarm_part
@@ -28,4 +29,5 @@ def main() -> None:
     buildkit_main.app.add_typer(swarm_cli.app, name="swarm")
     buildkit_main.app.add_typer(connect_app, name="connect")
     buildkit_main.app.add_typer(gitlab_app, name="gitlab")
+    buildkit_main.app.add_typer(qits_cli.app, name="qits")
     buildkit_main.app()

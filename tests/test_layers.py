@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-OUTER = ("streams", "agents", "connectors")
+OUTER = ("streams", "agents", "connectors", "qits")
 
 
 def imported_modules(path: Path) -> set[str]:
