@@ -51,7 +51,8 @@ from qits.apibuild_plan import (
     shape,
     success,
 )
-from qits.apibuild_schema import HTTP_METHODS, Spec, as_dict, json_media, load_spec
+from qits.apibuild_schema import BuildSpec, as_dict, json_media
+from qits.openapi import HTTP_METHODS
 
 OperationKind = Literal[
     "list", "create", "read", "replace", "update", "delete", "stub", "unsupported"
@@ -114,14 +115,13 @@ class BuiltApi(BaseModel):
 
 def build_api(spec: str | Path | Mapping[str, Any], out_dir: Path) -> BuiltApi:
     """Write a FastAPI implementation of ``spec`` into ``out_dir`` and report it."""
-    data = load_spec(spec)
-    doc = Spec(data)
+    doc = BuildSpec.load(spec)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ApiBuildError(f'cannot create "{out_dir}": {exc} — pick a writable --out') from exc
-    models_src, classes, notes = generate_models(data)
+    models_src, classes, notes = generate_models(doc.document)
     resources = find_resources(doc)
     plans, reports = _plan(doc, resources, classes)
     files = {
@@ -130,12 +130,12 @@ def build_api(spec: str | Path | Mapping[str, Any], out_dir: Path) -> BuiltApi:
         "app.py": render_app(doc, resources, plans),
         "build-report.json": "",
     }
-    info = as_dict(data.get("info"))
+    info = as_dict(doc.document.get("info"))
     built = BuiltApi(
         out_dir=out_dir,
         files=[out_dir / name for name in files],
         title=str(info.get("title", "API")),
-        openapi=doc.version,
+        openapi=doc.declared,
         operations=reports,
         notes=notes,
     )
@@ -145,7 +145,7 @@ def build_api(spec: str | Path | Mapping[str, Any], out_dir: Path) -> BuiltApi:
     return built
 
 
-def generate_models(data: dict[str, Any]) -> tuple[str, dict[str, str], list[str]]:
+def generate_models(data: Mapping[str, Any]) -> tuple[str, dict[str, str], list[str]]:
     """``models.py`` source, the class generated for each schema (by JSON pointer), notes.
 
     When datamodel-code-generator cannot handle the spec, ``models.py`` is empty and
@@ -194,9 +194,9 @@ def _pointer(*parts: str) -> str:
 
 
 def _plan(
-    doc: Spec, resources: dict[str, Resource], classes: dict[str, str]
+    doc: BuildSpec, resources: dict[str, Resource], classes: dict[str, str]
 ) -> tuple[list[OpPlan], list[OperationReport]]:
-    paths: dict[str, Any] = doc.data.get("paths") or {}
+    paths: dict[str, Any] = doc.document.get("paths") or {}
     plans: list[OpPlan] = []
     reports: list[OperationReport] = []
     funcs: set[str] = set()
@@ -232,7 +232,7 @@ def _route_order(path: str) -> tuple[tuple[int, str], ...]:
 
 
 def _plan_one(
-    doc: Spec,
+    doc: BuildSpec,
     resources: dict[str, Resource],
     classes: dict[str, str],
     path: str,
@@ -240,7 +240,7 @@ def _plan_one(
     op_id: str,
     funcs: set[str],
 ) -> OpPlan:
-    operation = doc.data["paths"][path][method]
+    operation = doc.document["paths"][path][method]
     kind, res = classify(doc, resources, path, method)
     taken: set[str] = set()
     params, route, notes = build_params(doc, path, operation, taken)
@@ -307,12 +307,12 @@ def _plan_one(
     return plan
 
 
-def _is_entity_ref(doc: Spec, schema: Any, res: Resource) -> bool:
+def _is_entity_ref(doc: BuildSpec, schema: Any, res: Resource) -> bool:
     resolved = doc.resolve(schema)
     return isinstance(resolved, dict) and resolved == doc.resolve(res.entity)
 
 
-def _plan_body(doc: Spec, classes: dict[str, str], plan: OpPlan, operation: dict) -> None:
+def _plan_body(doc: BuildSpec, classes: dict[str, str], plan: OpPlan, operation: dict) -> None:
     raw = operation.get("requestBody")
     if raw is None:
         return
@@ -366,13 +366,13 @@ def _literal(value: Any, indent: int = 4) -> str:
     return text.replace("\n", "\n" + " " * indent)
 
 
-def render_app(doc: Spec, resources: dict[str, Resource], plans: list[OpPlan]) -> str:
+def render_app(doc: BuildSpec, resources: dict[str, Resource], plans: list[OpPlan]) -> str:
     """The source of ``app.py``."""
-    info = as_dict(doc.data.get("info"))
+    info = as_dict(doc.document.get("info"))
     title, version = str(info.get("title", "API")), str(info.get("version", "0"))
     crud = sum(1 for p in plans if p.kind != "stub")
     lines = [
-        f'"""FastAPI implementation of {title!r} {version} (OpenAPI {doc.version}),',
+        f'"""FastAPI implementation of {title!r} {version} (OpenAPI {doc.declared}),',
         "built by qits.apibuild (buildkit qits build-api); do not edit, rebuild.",
         "",
         f"{crud} operation(s) are CRUD over in-memory stores, {len(plans) - crud} are stubs;",

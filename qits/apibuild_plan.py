@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from qits.apibuild_schema import Spec, as_dict, json_media
+from qits.apibuild_schema import BuildSpec, as_dict, json_media
 
 Kind = Literal["list", "create", "read", "replace", "update", "delete", "stub"]
 _ITEM = {"get": "read", "put": "replace", "patch": "update", "delete": "delete"}
@@ -114,9 +114,9 @@ def identifier(name: str, taken: set[str]) -> str:
     return ident
 
 
-def find_resources(spec: Spec) -> dict[str, Resource]:
+def find_resources(spec: BuildSpec) -> dict[str, Resource]:
     """Resources by collection path, following the rules in the module docstring."""
-    paths: dict[str, Any] = spec.data.get("paths") or {}
+    paths: dict[str, Any] = spec.document.get("paths") or {}
     by_shape = {shape(p): p for p in paths}
     found: dict[str, Resource] = {}
     names: set[str] = set()
@@ -161,7 +161,7 @@ def _success(responses: dict[str, Any], prefer: int | None = None) -> str | None
     return None
 
 
-def response_schema(spec: Spec, operation: Any, code: str | None) -> tuple[bool, str, Any]:
+def response_schema(spec: BuildSpec, operation: Any, code: str | None) -> tuple[bool, str, Any]:
     """(documents a body, media type, schema) of one documented response."""
     if not isinstance(operation, dict) or code is None:
         return False, "application/json", None
@@ -177,7 +177,7 @@ def response_schema(spec: Spec, operation: Any, code: str | None) -> tuple[bool,
     return True, media[0], media[1].get("schema")
 
 
-def list_schema(spec: Spec, get: Any) -> tuple[Any, str | None] | None:
+def list_schema(spec: BuildSpec, get: Any) -> tuple[Any, str | None] | None:
     """(items schema, envelope key or None) when a GET answers an array or an envelope."""
     if not isinstance(get, dict):
         return None
@@ -195,7 +195,7 @@ def list_schema(spec: Spec, get: Any) -> tuple[Any, str | None] | None:
     return None
 
 
-def _properties(spec: Spec, schema: Any, depth: int = 0) -> dict[str, Any]:
+def _properties(spec: BuildSpec, schema: Any, depth: int = 0) -> dict[str, Any]:
     """Properties of an object schema, allOf parts merged."""
     schema = spec.resolve(schema)
     if not isinstance(schema, dict) or depth > 8:
@@ -208,7 +208,7 @@ def _properties(spec: Spec, schema: Any, depth: int = 0) -> dict[str, Any]:
     return props
 
 
-def _json_body(spec: Spec, operation: Any) -> tuple[str, Any] | None:
+def _json_body(spec: BuildSpec, operation: Any) -> tuple[str, Any] | None:
     if not isinstance(operation, dict) or "requestBody" not in operation:
         return None
     body = spec.resolve(operation["requestBody"])
@@ -216,7 +216,7 @@ def _json_body(spec: Spec, operation: Any) -> tuple[str, Any] | None:
     return (media[0], media[1].get("schema")) if media else None
 
 
-def _entity(spec: Spec, coll: dict[str, Any], item: dict[str, Any], listing: Any) -> Any:
+def _entity(spec: BuildSpec, coll: dict[str, Any], item: dict[str, Any], listing: Any) -> Any:
     for op, prefer in ((item.get("get"), None), (coll.get("post"), 201)):
         if isinstance(op, dict):
             code = _success(op.get("responses") or {}, prefer)
@@ -230,7 +230,7 @@ def _entity(spec: Spec, coll: dict[str, Any], item: dict[str, Any], listing: Any
 
 
 def _id_of(
-    spec: Spec, entity: Any, item_param: str, collection: str, paths: dict[str, Any], item: Any
+    spec: BuildSpec, entity: Any, item_param: str, collection: str, paths: dict[str, Any], item: Any
 ) -> tuple[str | None, str]:
     props = _properties(spec, entity)
     singular = collection[:-1] if collection.endswith("s") else collection
@@ -255,10 +255,10 @@ def _id_of(
 
 
 def classify(
-    spec: Spec, resources: dict[str, Resource], path: str, method: str
+    spec: BuildSpec, resources: dict[str, Resource], path: str, method: str
 ) -> tuple[Kind, Resource | None]:
     """The CRUD role of one operation, or ``stub``."""
-    operation = (spec.data.get("paths") or {})[path][method]
+    operation = (spec.document.get("paths") or {})[path][method]
     if path in resources:
         res = resources[path]
         if method == "get" and list_schema(spec, operation) is not None:
@@ -275,7 +275,7 @@ def classify(
     return "stub", None
 
 
-def py_type(spec: Spec, schema: Any, where: str) -> tuple[str, dict[str, Any], list[str]]:
+def py_type(spec: BuildSpec, schema: Any, where: str) -> tuple[str, dict[str, Any], list[str]]:
     """(type expression, Query/Path constraints, notes) for a parameter schema."""
     schema = spec.resolve(schema)
     if not isinstance(schema, dict):
@@ -317,14 +317,15 @@ def py_type(spec: Spec, schema: Any, where: str) -> tuple[str, dict[str, Any], l
 
 
 def build_params(
-    spec: Spec, path: str, operation: dict[str, Any], taken: set[str]
+    spec: BuildSpec, path: str, operation: dict[str, Any], taken: set[str]
 ) -> tuple[list[Param], str, list[str]]:
     """Typed parameters, the route path rewritten to their Python names, and notes."""
-    path_item = (spec.data.get("paths") or {})[path]
+    path_item = (spec.document.get("paths") or {})[path]
     notes: list[str] = []
     params: list[Param] = []
     route = path
-    declared = {p["name"]: p for p in spec.parameters(path_item, operation) if p["in"] == "path"}
+    merged = spec.raw_parameters(path_item, operation)
+    declared = {p["name"]: p for p in merged if p["in"] == "path"}
     for segment in re.findall(r"{([^}]+)}", path):
         param = declared.get(segment, {"name": segment, "schema": {"type": "string"}})
         type_src, constraints, more = py_type(spec, param.get("schema", {}), "path")
@@ -332,7 +333,7 @@ def build_params(
         route = route.replace("{" + segment + "}", "{" + py + "}", 1)
         params.append(Param(py, segment, "path", type_src, True, constraints, _known(param)))
         notes += more
-    for param in spec.parameters(path_item, operation):
+    for param in merged:
         where = param["in"]
         if where == "path" or where not in ("query", "header", "cookie"):
             continue
@@ -373,13 +374,13 @@ def paging(params: list[Param]) -> tuple[str | None, str | None]:
 
 
 def security(
-    spec: Spec, operation: dict[str, Any]
+    spec: BuildSpec, operation: dict[str, Any]
 ) -> tuple[list[list[tuple[str, str]]], list[str]]:
     """The operation's security alternatives as (kind, name) checks, and notes."""
-    requirements = operation.get("security", spec.data.get("security"))
+    requirements = operation.get("security", spec.document.get("security"))
     if not isinstance(requirements, list) or not requirements:
         return [], []
-    schemes = (spec.data.get("components") or {}).get("securitySchemes") or {}
+    schemes = (spec.document.get("components") or {}).get("securitySchemes") or {}
     alternatives: list[list[tuple[str, str]]] = []
     notes: list[str] = []
     for requirement in requirements:
@@ -403,7 +404,7 @@ def security(
 
 
 def documented_reply(
-    spec: Spec, operation: dict[str, Any], status: int, message: str
+    spec: BuildSpec, operation: dict[str, Any], status: int, message: str
 ) -> tuple[int, Any] | None:
     """(status, synthesized body) for an error the operation documents (exact, NXX, default)."""
     responses = operation.get("responses") or {}

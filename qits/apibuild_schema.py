@@ -1,27 +1,25 @@
-"""Reading an OpenAPI document for the api-builder: ``$ref`` resolution, merged
-parameters, JSON media types, and example values synthesized from schemas.
+"""What the api-builder needs from an OpenAPI document beyond :mod:`qits.openapi`:
+merged raw parameters, JSON media types, and the example values its replies carry.
 
-The built app answers with bodies computed here at build time (stub responses,
-404/401/422 error bodies, the template every stored object starts from), so they
-are deterministic and checked against their schema with ``jsonschema`` before use.
-Works for OpenAPI 3.0 (``nullable``, boolean ``exclusiveMinimum``) and 3.1
-(``type`` lists, ``const``, ``examples``).
+Loading, ``$ref`` resolution and the 3.0 → JSON Schema 2020-12 conversion are
+:mod:`qits.openapi` and :mod:`qits.openapi_schema`. The built app answers with
+bodies computed here at build time (stub responses, 404/401/422 error bodies,
+the template every stored object starts from), so they are deterministic and
+checked against their schema with ``jsonschema`` before use. Unlike the test
+inputs of :meth:`~qits.openapi_schema.SchemaTools.example`, these are *minimal*
+values (``0``, ``false``, ``[]``, the schema's own defaults) and error-shaped
+fields are filled from the status (``{"code": 404, "message": ...}``): the
+generated tests and the builder's tests pin both.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jsonschema import Draft202012Validator
-
-from qits.testgen_errors import SpecError
-
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+from qits.openapi import Spec, load_spec
+from qits.openapi_schema import SchemaTools, schema_types
 
 _MESSAGE_NAMES = {"message", "detail", "title", "error", "description", "reason", "msg"}
 _STATUS_NAMES = {"code", "status", "statuscode", "status_code", "httpstatus"}
@@ -44,71 +42,29 @@ _STRING_FORMATS = {
 }
 
 
-def load_spec(spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """The spec as a dict: from a mapping, a YAML/JSON file path, or YAML/JSON text."""
-    if isinstance(spec, Mapping):
-        data: Any = copy.deepcopy(dict(spec))
-    else:
-        text = str(spec)
-        path = Path(text)
-        if isinstance(spec, Path) or ("\n" not in text and len(text) < 4096 and path.exists()):
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SpecError(f'cannot read spec "{spec}": {exc} — pass an OpenAPI file') from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec is neither YAML nor JSON: {exc}") from exc
-    if not isinstance(data, dict) or not str(data.get("openapi", "")).startswith("3."):
-        found = data.get("openapi") or data.get("swagger") if isinstance(data, dict) else None
-        raise SpecError(
-            f"not an OpenAPI 3.x document (openapi: {found!r}) — convert Swagger 2.0 first"
-        )
-    # Round-trip through JSON: YAML dates and integer keys become the strings the spec means.
-    loaded: dict[str, Any] = json.loads(json.dumps(data, default=str))
-    return loaded
+class BuildSpec(Spec):
+    """A loaded document with what the builder asks of it (see the module docstring)."""
 
+    @classmethod
+    def load(cls, source: str | Path | Mapping[str, Any]) -> BuildSpec:
+        """Load like :func:`qits.openapi.load_spec` (a path, JSON/YAML text, or a dict)."""
+        loaded = load_spec(source)
+        return cls(loaded.document, loaded.base_uri)
 
-class Spec:
-    """An OpenAPI document with ``$ref`` resolution and schema synthesis."""
+    def __init__(self, document: Mapping[str, Any], base_uri: str) -> None:
+        super().__init__(document, base_uri)
+        self.declared = str(document.get("openapi"))
+        """The ``openapi`` version as written (``3.0.3``); :attr:`version` is ``3.0``/``3.1``."""
+        self._tools = SchemaTools(self)
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.version = str(data.get("openapi", "3.0.0"))
-
-    def resolve(self, node: Any, _seen: frozenset[str] = frozenset()) -> Any:
-        """Follow a local ``$ref`` chain (``#/...``); other nodes come back unchanged."""
-        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-            ref = node["$ref"]
-            if not ref.startswith("#/") or ref in _seen:
-                return {}
-            _seen = _seen | {ref}
-            target: Any = self.data
-            for part in ref[2:].split("/"):
-                part = part.replace("~1", "/").replace("~0", "~")
-                if not isinstance(target, dict) or part not in target:
-                    return {}
-                target = target[part]
-            node = target
-        return node
-
-    def parameters(self, path_item: dict[str, Any], operation: dict[str, Any]) -> list[dict]:
+    def raw_parameters(self, path_item: Any, operation: Any) -> list[dict[str, Any]]:
         """Path-level then operation-level parameters, the operation's overriding by (name, in)."""
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for raw in [*path_item.get("parameters", []), *operation.get("parameters", [])]:
-            param = self.resolve(raw)
-            if isinstance(param, dict) and "name" in param and "in" in param:
-                merged[(str(param["name"]), str(param["in"]))] = param
-        return list(merged.values())
+        merged, _ = self.parameters(as_dict(path_item), as_dict(operation), self.base_uri, "")
+        return [dict(param) for param, _ in merged]
 
     def schema_validates(self, schema: Any, value: Any) -> bool:
         """True when ``value`` is valid for ``schema`` (refs resolved against this spec)."""
-        root = {**_to_json_schema(schema), "components": self.data.get("components", {})}
-        try:
-            return not any(True for _ in Draft202012Validator(root).iter_errors(value))
-        except Exception:  # a schema jsonschema cannot evaluate: do not trust the value
-            return False
+        return self._tools.validates(schema, self.base_uri, value)
 
     def synthesize(self, schema: Any, status: int | None = None, message: str = "") -> Any:
         """A value valid for ``schema``: examples when they validate, else a minimal value.
@@ -116,8 +72,7 @@ class Spec:
         ``status`` and ``message`` fill error-shaped fields (``code``/``status`` integers,
         ``message``/``detail``/``title`` strings) so a 404 reads ``{"code": 404, ...}``.
         """
-        value = _Synth(self, status, message).value(schema, "", 0)
-        return value
+        return _Synth(self, status, message).value(schema, "", 0)
 
     def same_schema(self, a: Any, b: Any) -> bool:
         """True when two schemas are one (same ``$ref``) or resolve to equal dicts."""
@@ -150,42 +105,10 @@ def json_media(content: Any) -> tuple[str, dict[str, Any]] | None:
     return ranked[0], media if isinstance(media, dict) else {}
 
 
-def _to_json_schema(schema: Any) -> dict[str, Any]:
-    """OpenAPI 3.0 schema keywords rewritten for JSON Schema 2020-12 (recursively)."""
-    if not isinstance(schema, dict):
-        return {} if schema is None or schema is True else {"not": {}}
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in ("properties", "patternProperties", "$defs", "definitions") and isinstance(
-            value, dict
-        ):
-            out[key] = {k: _to_json_schema(v) for k, v in value.items()}
-        elif key in ("items", "additionalProperties", "not", "contains") and isinstance(
-            value, dict
-        ):
-            out[key] = _to_json_schema(value)
-        elif key in ("allOf", "anyOf", "oneOf", "prefixItems") and isinstance(value, list):
-            out[key] = [_to_json_schema(v) for v in value]
-        elif key in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(value, bool):
-            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
-            if value and bound in schema:
-                out[key] = schema[bound]
-        elif key in ("minimum", "maximum") and schema.get(f"exclusive{key.title()}") is True:
-            continue  # rewritten as exclusiveMinimum/exclusiveMaximum above
-        elif key in ("discriminator", "xml", "example", "externalDocs", "nullable"):
-            continue
-        else:
-            out[key] = value
-    if schema.get("nullable") is True and "type" in out:
-        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
-        out["type"] = [*types, "null"]
-    return out
-
-
 class _Synth:
     """One synthesis pass; ``depth`` stops recursive schemas."""
 
-    def __init__(self, spec: Spec, status: int | None, message: str) -> None:
+    def __init__(self, spec: BuildSpec, status: int | None, message: str) -> None:
         self.spec = spec
         self.status = status
         self.message = message
@@ -320,9 +243,7 @@ class _Synth:
 
 
 def _types(schema: dict[str, Any]) -> list[str]:
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else ([kind] if kind else [])
-    return [k for k in kinds if k != "null"]
+    return [k for k in schema_types(schema) if k != "null"]
 
 
 def _number(schema: dict[str, Any], kind: str) -> int | float:

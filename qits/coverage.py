@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from qits.quality_errors import PathNotFound, QualityToolError, ServerDidNotStart
+from buildkit.dev.procs import free_port
+from qits.errors import PathNotFound, QualityToolError, ServerDidNotStart
 
 
 class FileCoverage(BaseModel):
@@ -192,12 +192,6 @@ def run_coverage(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class CoverageServer:
     """A running API server under coverage: ``base_url`` inside the block, ``report`` after it."""
 
@@ -229,7 +223,7 @@ def serve_under_coverage(
     if not app_dir.is_dir():
         raise PathNotFound("app directory", app_dir)
     target = module if ":" in module else f"{module}:app"
-    port = port or _free_port()
+    port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="qits-serve-") as tmp:
         data = Path(data_file).resolve() if data_file else Path(tmp) / ".coverage"

@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from qits.quality_errors import PathNotFound, QualityToolError
+from qits.errors import PathNotFound, QualityToolError
 
 OperatorGroup = Literal["arithmetic", "conditional", "logical"]
 Outcome = Literal["killed", "survived", "timeout", "error"]

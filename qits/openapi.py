@@ -8,7 +8,7 @@ What this module does, and why it is shaped so:
   the document means (string keys, ISO strings) so nothing downstream sees a
   type JSON cannot hold.
 - **Version**: ``openapi: 3.0.x`` or ``3.1.x``; Swagger 2.0 and anything else is
-  a :class:`~qits.testgen_errors.SpecError` (convert it to 3.x first).
+  a :class:`~qits.errors.SpecError` (convert it to 3.x first).
 - **$ref**: resolved with the ``referencing`` library (JSON-pointer escaping,
   fragments, relative URIs), including refs into other files next to the
   document (``common.yaml#/components/schemas/Error``), which are read on first
@@ -39,7 +39,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
-from qits.testgen_errors import SpecError
+from qits.errors import SpecError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 """The methods a Path Item may hold, in the order the specification lists them."""
@@ -178,6 +178,39 @@ class Spec:
             value, base_uri = self.lookup(value["$ref"], base_uri)
         return value, base_uri
 
+    def resolve(self, node: Any) -> Any:
+        """``node`` with its ``$ref`` chain followed from the document; ``{}`` when it
+        points nowhere (or in a circle). For callers that tolerate a missing part."""
+        try:
+            value, _ = self.deref(node, self.base_uri)
+        except Unresolved:
+            return {}
+        return value
+
+    def parameters(
+        self, item: Mapping[str, Any], operation: Mapping[str, Any], base: str, label: str
+    ) -> tuple[list[tuple[Mapping[str, Any], str]], list[str]]:
+        """Path-level then operation-level parameters with refs followed, the operation's
+        overriding by (name, in), each with its base URI; and what was malformed."""
+        problems: list[str] = []
+        merged: dict[tuple[str, str], tuple[Mapping[str, Any], str]] = {}
+        for where, source in (("path item", item), (label, operation)):
+            entries = source.get("parameters") or []
+            if not isinstance(entries, list):
+                problems.append(f"parameters of {where}: not a list")
+                continue
+            for entry in entries:
+                try:
+                    param, param_base = self.deref(entry, base)
+                except Unresolved as exc:
+                    problems.append(f"parameter {exc}")
+                    continue
+                if not isinstance(param, Mapping) or "name" not in param or "in" not in param:
+                    problems.append(f"malformed parameter {json.dumps(param, default=str)[:80]}")
+                    continue
+                merged[(str(param["name"]), str(param["in"]))] = (param, param_base)
+        return list(merged.values()), problems
+
     def operations(self) -> list[Operation]:
         """Every operation under ``paths``, sorted by path then method.
 
@@ -219,24 +252,8 @@ class Spec:
 
     def _operation(self, path: str, method: str, item: Mapping[str, Any], base: str) -> Operation:
         raw = item[method]
-        problems: list[str] = []
-        params: dict[tuple[str, str], Parameter] = {}
-        # Path-level parameters first; operation-level ones override by (name, in).
-        for where, source in (("path item", item), (f"{method.upper()} {path}", raw)):
-            entries = source.get("parameters") or []
-            if not isinstance(entries, list):
-                problems.append(f"parameters of {where}: not a list")
-                continue
-            for entry in entries:
-                try:
-                    param, param_base = self.deref(entry, base)
-                except Unresolved as exc:
-                    problems.append(f"parameter {exc}")
-                    continue
-                if not isinstance(param, Mapping) or "name" not in param or "in" not in param:
-                    problems.append(f"malformed parameter {json.dumps(param, default=str)[:80]}")
-                    continue
-                params[(str(param["name"]), str(param["in"]))] = _parameter(param, param_base)
+        merged, problems = self.parameters(item, raw, base, f"{method.upper()} {path}")
+        params = [_parameter(param, param_base) for param, param_base in merged]
         body: Mapping[str, Any] | None = None
         body_base = base
         if raw.get("requestBody") is not None:
@@ -261,7 +278,7 @@ class Spec:
             method=method,
             path=path,
             operation_id=raw.get("operationId"),
-            parameters=tuple(params.values()),
+            parameters=tuple(params),
             request_body=body,
             request_body_base=body_base,
             responses=responses,

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urldefrag, urljoin
 
+from jsonschema import Draft202012Validator
+
 from qits.openapi import Spec
 
 Mode = Literal["request", "response"]
@@ -73,7 +75,8 @@ def join(base: str, ref: str) -> str:
     return urldefrag(base).url + ref if ref.startswith("#") else urljoin(base, ref)
 
 
-def _types(schema: Mapping[str, Any]) -> list[str]:
+def schema_types(schema: Mapping[str, Any]) -> list[str]:
+    """The declared ``type`` as a list (3.1 lists, 3.0 strings; none when undeclared)."""
     declared = schema.get("type")
     if isinstance(declared, list):
         return [str(t) for t in declared]
@@ -90,8 +93,11 @@ class SchemaTools:
 
     # -- bundling -----------------------------------------------------------------
 
-    def bundle(self, schema: Any, base: str, mode: Mode) -> dict[str, Any]:
-        """A self-contained draft 2020-12 schema for ``schema`` (see module docstring)."""
+    def bundle(self, schema: Any, base: str, mode: Mode | None) -> dict[str, Any]:
+        """A self-contained draft 2020-12 schema for ``schema`` (see module docstring).
+
+        ``mode`` ``None`` keeps ``required`` as written (no readOnly/writeOnly relaxing).
+        """
         defs: dict[str, Any] = {}
         names: dict[str, str] = {}
 
@@ -140,15 +146,27 @@ class SchemaTools:
             root = {}
         return {**root, "$defs": {**root.get("$defs", {}), **defs}}
 
-    def _relax_required(self, node: Mapping[str, Any], out: dict[str, Any], mode: Mode) -> None:
+    def _relax_required(
+        self, node: Mapping[str, Any], out: dict[str, Any], mode: Mode | None
+    ) -> None:
         """Drop from ``required`` what the other direction never carries."""
         props = node.get("properties")
+        if mode is None:
+            return
         if not isinstance(props, Mapping) or not isinstance(out.get("required"), list):
             return
         hidden = "writeOnly" if mode == "response" else "readOnly"
         skip = {k for k, v in props.items() if isinstance(v, Mapping) and v.get(hidden) is True}
         if skip:
             out["required"] = [r for r in out["required"] if r not in skip]
+
+    def validates(self, schema: Any, base: str, value: Any) -> bool:
+        """True when ``value`` is valid for ``schema`` (bundled, ``required`` as written)."""
+        try:
+            bundled = self.bundle(schema, base, None)
+            return not any(True for _ in Draft202012Validator(bundled).iter_errors(value))
+        except Exception:  # a schema jsonschema cannot evaluate: do not trust the value
+            return False
 
     # -- shapes -------------------------------------------------------------------
 
@@ -195,7 +213,7 @@ class SchemaTools:
             keywords, props, required, _ = self.flatten(schema, base)
         except Cycle:
             return [], False
-        is_object = "object" in _types(keywords) or bool(props)
+        is_object = "object" in schema_types(keywords) or bool(props)
         writable = []
         for name in required:
             sub = props.get(name)
@@ -254,7 +272,7 @@ class SchemaTools:
                     own = self._object(props, required, base, mode, depth, stack, kw)
                     return {**own, **chosen}
                 return chosen
-        types = [t for t in _types(kw) if t != "null"]
+        types = [t for t in schema_types(kw) if t != "null"]
         kind = types[0] if types else _infer(kw, props)
         if kind == "object":
             return self._object(props, required, base, mode, depth, stack, kw)
@@ -278,7 +296,7 @@ class SchemaTools:
                 resolved, _, _ = self.resolve(branch, base, stack)
             except Cycle:
                 continue
-            if not (isinstance(resolved, Mapping) and _types(resolved) == ["null"]):
+            if not (isinstance(resolved, Mapping) and schema_types(resolved) == ["null"]):
                 return branch
         return branches[0]
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from buildkit.cli.common import console, handle_errors, out
-from qits.quality_errors import PathNotFound, QualityToolError
+from qits.errors import PathNotFound, QualityToolError
 
 if TYPE_CHECKING:
     from qits.security import Severity

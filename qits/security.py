@@ -33,8 +33,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from qits.errors import PathNotFound, ScannerFailed
 from qits.owasp import owasp_category
-from qits.quality_errors import PathNotFound, ScannerFailed
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")

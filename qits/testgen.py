@@ -160,7 +160,7 @@ def generate_tests(
     """Generate the test modules for ``spec`` (path, JSON/YAML text or parsed dict).
 
     Writes them under ``out_dir`` when given. Raises
-    :class:`~qits.testgen_errors.SpecError` only when the document is not
+    :class:`~qits.errors.SpecError` only when the document is not
     readable OpenAPI 3.x; everything narrower is in the returned report.
     """
     loaded = load_spec(spec)

@@ -394,12 +394,13 @@ def test_serve_with_a_bad_entrypoint_exits_non_zero_with_a_clear_error(
     assert "Traceback" not in done.stderr
 
 
-def test_serve_without_any_entrypoint_says_where_to_give_one() -> None:
-    done = _serve(None, "--manifest", str(MANIFEST_PATH))
+def test_serve_without_any_entrypoint_says_where_to_give_one(tmp_path: Path) -> None:
+    # The shipped manifests name their entry points; one written without it has none.
+    path = tmp_path / "agent.yaml"
+    path.write_text("manifest:\n  name: bare\n  type: worker\n")
+    done = _serve(None, "--manifest", str(path))
     assert done.returncode == 2
-    assert f'pass --entrypoint "module.path:ClassName" or set entrypoint in {MANIFEST_PATH}' in (
-        done.stderr
-    )
+    assert f'pass --entrypoint "module.path:ClassName" or set entrypoint in {path}' in (done.stderr)
 
 
 def test_manifest_entrypoint_error_names_the_file_and_line(tmp_path: Path) -> None:

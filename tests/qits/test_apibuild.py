@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from buildkit.dev.procs import free_port, wait_until
 from qits.apibuild import BuiltApi, build_api
-from qits.testgen_errors import SpecError
+from qits.errors import SpecError
 
 SPECS = Path(__file__).parent / "specs"
 OWN = SPECS / "apibuild"

@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from qits.coverage import coverage_report, run_coverage, serve_under_coverage
+from qits.errors import PathNotFound
 from qits.quality_cli import coverage_command
-from qits.quality_errors import PathNotFound
 
 # 6 statements; the test runs sign(5), so lines 3 (return -1) and 8 (return 0) never run.
 MATHS = """\

@@ -8,9 +8,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from qits.errors import SpecError
 from qits.openapi import load_spec, resource_names
 from qits.openapi_schema import SchemaTools
-from qits.testgen_errors import SpecError
 
 SPECS = Path(__file__).parent / "specs"
 ALL_SPECS = sorted(p for p in SPECS.rglob("*") if p.suffix in (".yaml", ".json"))

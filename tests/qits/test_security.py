@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from qits.errors import PathNotFound
 from qits.owasp import owasp_category
 from qits.quality_cli import security_scan_command
-from qits.quality_errors import PathNotFound
 from qits.security import bandit_severity, security_scan
 
 VULNERABLE = """\

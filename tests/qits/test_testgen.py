@@ -23,10 +23,10 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from buildkit.dev.procs import free_port, wait_until
+from qits.errors import SpecError
 from qits.llm import LlmEnricher, LlmSettings
 from qits.testgen import generate_tests
 from qits.testgen_cli import generate_tests_command
-from qits.testgen_errors import SpecError
 from tests.qits.llm_double import LlmDouble, llm_double
 
 SPECS = Path(__file__).parent / "specs"
