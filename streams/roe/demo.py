@@ -2,9 +2,12 @@
 dev stack's webhook connector, start workflows on the embedded stack, shown live from
 ``bar.roe.events``.
 
-* An ``issue`` opened with the ``feature`` label starts the Feature Development
-  Workflow, which runs stage by stage. Its agents are simulated
-  (:mod:`agents.simulated`) until the QITS agents exist, and the demo says so.
+* An ``issue`` opened with the ``feature`` label, an OpenAPI document attached in its
+  description, starts the Feature Development Workflow: the QITS agents
+  (:mod:`agents.qits`, in-process runners) validate the spec, generate tests, build
+  the API and hold it to the quality gate; a final report (coverage, mutation score,
+  vulnerabilities, time per stage) follows, then the run's events are replayed from
+  the audit archive.
 * Two merge requests start Merge Request Governance: the governors branch-policy and
   version-sync (real agents on the runtime, served here by in-process runners) check
   a real git repository the demo builds; one request conforms, one does not. Their
@@ -19,6 +22,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -27,8 +31,14 @@ from rich.table import Table
 
 from agents.governors.branch_policy import BranchPolicyAgent
 from agents.governors.version_sync import VersionSyncAgent
+from agents.qits import (
+    ApiBuilderAgent,
+    ApiFirstEnforcerAgent,
+    QualityGateEnforcerAgent,
+    TestGeneratorAgent,
+)
+from agents.runtime.agent import Agent
 from agents.runtime.inprocess import serving
-from agents.simulated import SimulatedAgents
 from buildkit.catalog import default_catalog
 from buildkit.contracts.roe import WorkflowEvent, WorkflowEventKind
 from buildkit.serde import SerdeRegistry
@@ -36,6 +46,7 @@ from buildkit.settings import Settings
 from buildkit.topics import apply_topics
 from connectors.gitlab.stack import webhook_url
 from streams.roe.demo_gitlab import (
+    SPEC,
     deliver,
     demo_repository,
     issue_delivery,
@@ -71,9 +82,6 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
     console.print(
         f"[bold cyan]▸[/bold cyan] ROE: GitLab deliveries over HTTP to {webhook_url(settings)}"
     )
-    simulated = SimulatedAgents(settings, [stage.agent for stage in feature.stages])
-    simulated.start()
-    simulated.ready.wait(30)
     engine = RoeEngine(settings, workflows=[feature, governance])
     stop = threading.Event()
     worker = threading.Thread(target=engine.run, args=(stop,), name="roe-engine", daemon=True)
@@ -83,21 +91,32 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
     ok = True
     stack = ExitStack()
     try:
-        # 1. An issue opened with the `feature` label starts the feature workflow.
+        # 1. An issue opened with the `feature` label, its API spec attached, starts the
+        # feature workflow; the QITS agents run each stage for real.
+        data_dir = settings.data_dir.absolute()
+        qits: list[Agent] = [
+            ApiFirstEnforcerAgent(data_dir=data_dir),
+            TestGeneratorAgent(data_dir=data_dir),
+            ApiBuilderAgent(data_dir=data_dir),
+            QualityGateEnforcerAgent(data_dir=data_dir),
+        ]
+        stack.enter_context(serving(settings, qits))
         console.print(
-            f"\n[bold]Feature Development Workflow[/bold] ({feature.workflow_id}); its agents "
-            "are [yellow]simulated[/yellow] (agents.simulated) until the QITS agents land"
+            f"\n[bold]Feature Development Workflow[/bold] ({feature.workflow_id}): "
+            "the QITS agents on the runtime"
         )
         key = f"demo-{uuid.uuid4()}"
-        deliver(settings, "Issue Hook", issue_delivery(123, "Users API: search by name"), key)
+        issue = issue_delivery(123, "Pet store API", SPEC.read_text(encoding="utf-8"))
+        deliver(settings, "Issue Hook", issue, key)
         run_id = run_id_for(feature.workflow_id, f"gitlab:{key}")
         console.print(
-            f"  POST Issue Hook: issue #123 opened with label [bold]feature[/bold] → 2xx "
-            f"after the broker's ack → run {run_id}"
+            f"  POST Issue Hook: issue #123 opened with label [bold]feature[/bold], "
+            f"{SPEC.name} attached → 2xx after the broker's ack → run {run_id}"
         )
-        ends, durations = _follow(tail, serde, {run_id}, console, timeout_s)
-        _stage_table(console, feature, durations, run_id)
-        ok &= _verdict(console, run_id, ends.get(run_id), K.WORKFLOW_SUCCEEDED)
+        followed = _follow(tail, serde, {run_id}, console, max(timeout_s, 180))
+        _stage_table(console, feature, followed, run_id)
+        ok &= _verdict(console, run_id, followed.ends.get(run_id), K.WORKFLOW_SUCCEEDED)
+        ok &= _replay_from_archive(settings, console, run_id, followed.seen.get(run_id, 0))
 
         # 2. Merge requests run the governors, real agents on the runtime.
         console.print(
@@ -120,42 +139,52 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
                 f"  POST Merge Request Hook: !{attrs['iid']} {attrs['source_branch']} → "
                 f"{attrs['target_branch']} → run {mr_run}"
             )
-        ends, _ = _follow(tail, serde, set(expected), console, timeout_s)
+        followed = _follow(tail, serde, set(expected), console, timeout_s)
         for mr_run, verdict in expected.items():
-            ok &= _verdict(console, mr_run, ends.get(mr_run), verdict)
+            ok &= _verdict(console, mr_run, followed.ends.get(mr_run), verdict)
         _show_actions(settings, console, set(expected))
     finally:
         stop.set()
         worker.join(20)
         engine.close()
         tail.close()
-        simulated.halt()
         stack.close()
     return ok
 
 
+@dataclass
+class _Followed:
+    """What the timeline saw: how each run ended, each stage's duration and metrics, and
+    how many events each run had."""
+
+    ends: dict[str, WorkflowEventKind] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+
 def _follow(
     tail: Consumer, serde: Any, run_ids: set[str], console: Console, timeout_s: float
-) -> tuple[dict[str, WorkflowEventKind], dict[str, float]]:
-    """Print the events of ``run_ids`` as they come until each run ended (or time is up);
-    returns how each ended and each stage's duration."""
+) -> _Followed:
+    """Print the events of ``run_ids`` as they come until each run ended (or time is up)."""
     began = time.monotonic()
-    ends: dict[str, WorkflowEventKind] = {}
+    out = _Followed()
     stage_started: dict[str, float] = {}
-    durations: dict[str, float] = {}
     short = {run_id: f"…{run_id[-6:]}" for run_id in run_ids}
-    while time.monotonic() - began < timeout_s and len(ends) < len(run_ids):
+    while time.monotonic() - began < timeout_s and len(out.ends) < len(run_ids):
         msg = tail.poll(0.2)
         if msg is None or msg.error() is not None:
             continue
         ev = serde.decode(msg.value())
         if not isinstance(ev, WorkflowEvent) or ev.run_id not in run_ids:
             continue
+        out.seen[ev.run_id] = out.seen.get(ev.run_id, 0) + 1
         elapsed = time.monotonic() - began
         if ev.kind is K.STAGE_DISPATCHED and ev.stage:
             stage_started[ev.stage] = elapsed
         if ev.kind is K.STAGE_SUCCEEDED and ev.stage:
-            durations[ev.stage] = elapsed - stage_started.get(ev.stage, elapsed)
+            out.durations[ev.stage] = elapsed - stage_started.get(ev.stage, elapsed)
+            out.metrics[ev.stage] = dict(ev.metrics)
         style = _STYLE.get(ev.kind, "dim")
         detail = ev.stage or ""
         if ev.kind is K.STAGE_DISPATCHED:
@@ -169,20 +198,68 @@ def _follow(
             f"  {elapsed:6.3f}s  {run}#{ev.seq:<3} [{style}]{ev.kind.value:<20}[/{style}] {detail}"
         )
         if ev.kind in (K.WORKFLOW_SUCCEEDED, K.WORKFLOW_FAILED, K.WORKFLOW_CANCELLED):
-            ends[ev.run_id] = ev.kind
-    return ends, durations
+            out.ends[ev.run_id] = ev.kind
+    return out
 
 
-def _stage_table(
-    console: Console, spec: WorkflowSpec, durations: dict[str, float], run_id: str
-) -> None:
-    table = Table("stage", "agent", "time", title=f"run {run_id}")
+#: The final report's rows: metric (as the quality gate names it) and how to show it.
+_REPORT = (
+    ("coverage", "coverage", "{:.1f}%"),
+    ("mutation_score", "mutation score", "{:.1f}%"),
+    ("critical_vulnerabilities", "critical vulnerabilities", "{:.0f}"),
+    ("vulnerabilities", "vulnerabilities (all)", "{:.0f}"),
+    ("phpcs_violations", "lint violations", "{:.0f}"),
+    ("tests_passed", "generated tests passed", "{:.0f}"),
+)
+
+
+def _stage_table(console: Console, spec: WorkflowSpec, followed: _Followed, run_id: str) -> None:
+    table = Table("stage", "agent", "time", "metrics", title=f"run {run_id}")
     for stage in spec.stages:
-        seconds = durations.get(stage.name)
+        seconds = followed.durations.get(stage.name)
+        metrics = followed.metrics.get(stage.name, {})
+        shown = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items())[:4])
         table.add_row(
-            stage.name, stage.agent, "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+            stage.name,
+            stage.agent,
+            "-" if seconds is None else f"{seconds:.1f} s",
+            shown,
         )
     console.print(table)
+    gate = followed.metrics.get("quality-gate", {})
+    if gate:
+        report = Table("quality gate", "value", title="final report")
+        for key, label, fmt in _REPORT:
+            if key in gate:
+                report.add_row(label, fmt.format(gate[key]))
+        console.print(report)
+
+
+def _replay_from_archive(settings: Settings, console: Console, run_id: str, expected: int) -> bool:
+    """Replay the run's events from the audit archive (Postgres), waiting for the
+    archiver to catch up; True when the archive holds every event the timeline showed."""
+    from buildkit.audit.replay import ArchiveReplay
+    from buildkit.replay import parse_bound
+
+    serde = SerdeRegistry(settings, default_catalog()).for_topic(EVENTS)
+    deadline = time.monotonic() + 30
+    found: list[WorkflowEvent] = []
+    while time.monotonic() < deadline:
+        replay = ArchiveReplay(settings, EVENTS, parse_bound(None), parse_bound(None))
+        try:
+            events = [serde.decode(r.value) for r in replay.records()]
+        finally:
+            replay.close()
+        found = [e for e in events if isinstance(e, WorkflowEvent) and e.run_id == run_id]
+        if len(found) >= expected:
+            break
+        time.sleep(0.5)
+    kinds = ", ".join(e.kind.value for e in found[:3])
+    console.print(
+        f"  replayed from the audit archive: {len(found)} of {expected} event(s) of the run "
+        f"({kinds}, …), hash-chained in Postgres"
+    )
+    return len(found) >= expected
 
 
 def _verdict(

@@ -24,6 +24,7 @@ from connectors.gitlab.auth import token_for
 from connectors.gitlab.stack import webhook_url
 
 __all__ = [
+    "SPEC",
     "DemoRepository",
     "GitLabDeliveryError",
     "deliver",
@@ -152,8 +153,15 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def issue_delivery(iid: int, title: str) -> dict[str, Any]:
-    """An ``Issue Hook`` body: issue ``iid`` opened with the ``feature`` label."""
+SPEC = Path(__file__).parent / "specs" / "petstore.yaml"
+
+
+def issue_delivery(iid: int, title: str, spec: str | None = None) -> dict[str, Any]:
+    """An ``Issue Hook`` body: issue ``iid`` opened with the ``feature`` label, ``spec``
+    (an OpenAPI document) attached as a fenced code block in its description."""
+    description = "As a support engineer I want to find users by name."
+    if spec is not None:
+        description = f"The API this feature needs:\n\n```yaml\n{spec}```\n"
     labels = [{"id": 1, "title": "feature", "color": "#428BCA", "type": "ProjectLabel"}]
     return {
         "object_kind": "issue",
@@ -164,7 +172,7 @@ def issue_delivery(iid: int, title: str) -> dict[str, Any]:
             "id": 900_000 + iid,
             "iid": iid,
             "title": title,
-            "description": "As a support engineer I want to find users by name.",
+            "description": description,
             "state": "opened",
             "action": "open",
             "created_at": _now(),

@@ -1,25 +1,40 @@
-"""The ROE part of ``make demo``: GitLab deliveries over HTTP start the feature workflow,
-which runs, and merge request governance, whose governors pass one request and refuse
-the other."""
+"""The ROE part of ``make demo``: GitLab deliveries over HTTP start the Feature
+Development Workflow, which the QITS agents run through its quality gate, and merge
+request governance, whose governors pass one request and refuse the other."""
 
 from __future__ import annotations
 
 import io
+import re
+import threading
 
 from rich.console import Console
 
+from buildkit.audit.archiver import run_archiver
+from buildkit.catalog import default_catalog
 from buildkit.settings import Settings
+from buildkit.topics import apply_topics
 from connectors.gitlab.stack import webhook_url
 from streams.roe.demo import run_roe_demo
 from streams.roe.demo_gitlab import GitLabDeliveryError
 
 
-def test_gitlab_deliveries_start_the_workflows_and_they_run_stage_by_stage(
+def test_gitlab_deliveries_start_the_workflows_and_the_feature_passes_its_gate(
     settings: Settings, gitlab_webhook: str
 ) -> None:
     assert webhook_url(settings) == gitlab_webhook
+    apply_topics(settings, default_catalog())
+    stop = threading.Event()
+    archiver = threading.Thread(
+        target=run_archiver, args=(settings, default_catalog()), kwargs={"stop": stop}, daemon=True
+    )
+    archiver.start()
     output = io.StringIO()
-    ok = run_roe_demo(settings, Console(file=output, width=200))
+    try:
+        ok = run_roe_demo(settings, Console(file=output, width=220))
+    finally:
+        stop.set()
+        archiver.join(30)
     text = output.getvalue()
     assert ok, text
     assert "POST Issue Hook: issue #123 opened" in text
@@ -29,7 +44,13 @@ def test_gitlab_deliveries_start_the_workflows_and_they_run_stage_by_stage(
     ]
     assert positions == sorted(positions)
     assert "WORKFLOW_STARTED" in text and "WORKFLOW_SUCCEEDED" in text
-    assert "simulated" in text
+    assert "simulated" not in text
+    coverage = re.search(r"│ coverage\s+│ ([\d.]+)%", text)
+    assert coverage is not None and float(coverage.group(1)) >= 80, text
+    assert re.search(r"│ mutation score\s+│ [\d.]+%", text), text
+    assert re.search(r"│ critical vulnerabilities\s+│ 0 ", text), text
+    replayed = re.search(r"replayed from the audit archive: (\d+) of (\d+) event", text)
+    assert replayed is not None and replayed.group(1) == replayed.group(2), text
     assert text.count("(as expected)") == 3
     assert "STAGE_FAILED         branch-policy" in text
     assert "quick-fix` matches none of the allowed patterns" in text

@@ -119,9 +119,11 @@ def test_aborted_transactions_stay_visible_on_the_embedded_broker(settings, pref
 
 
 def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(settings, topics):
-    from datetime import timedelta
+    import uuid
+    from datetime import UTC, datetime, timedelta
 
-    from streams.roe.demo import issue_event
+    from connectors.gitlab import normalize
+    from streams.roe.demo_gitlab import issue_delivery
     from streams.roe.model import StageSpec, TriggerSpec, WorkflowSpec
     from streams.roe.triggers import match_event
 
@@ -132,7 +134,12 @@ def test_the_same_gitlab_delivery_twice_starts_one_run_and_cron_starts_runs(sett
         stages=(StageSpec(name="collect", agent="metrics-collector"),),
     )
     agents = StandInAgents(settings, [*AGENTS, "metrics-collector"])
-    delivery = issue_event()
+    delivery = normalize(
+        "Issue Hook",
+        issue_delivery(123, "Pet store API"),
+        event_id=f"demo-{uuid.uuid4()}",
+        received_at=datetime.now(UTC),
+    )
     [match] = match_event([FEATURE], delivery)
     with running(
         settings, agents, workflows=[FEATURE, cron_flow], cron_lookback=timedelta(minutes=2)

@@ -87,15 +87,29 @@ def test_architecture_documents_workflow_loads_as_is() -> None:
     assert spec.stage("quality-gate").conditions == ("coverage >= 80%", "phpcs violations == 0")
 
 
-def test_builtin_feature_workflow_ships_as_the_architecture_documents_file() -> None:
+# The shipped file: the architecture document's, plus the quality gate's inputs (what it
+# measures: the spec, the generated tests and the built implementation).
+SHIPPED_FEATURE_WORKFLOW = FEATURE_WORKFLOW.replace(
+    "    dependencies: [implementation]\n",
+    "    dependencies: [implementation]\n"
+    "    inputs:\n      - openapi-spec.yaml\n      - tests/\n      - src/\n",
+)
+
+
+def test_builtin_feature_workflow_ships_as_the_architecture_documents_file_plus_gate_inputs() -> (
+    None
+):
     paths = builtin_workflows()
     assert [p.name for p in paths] == [
         "feature-workflow.yml",
         "merge-request-governance.yml",
         "push-governance.yml",
     ]
-    assert paths[0].read_text(encoding="utf-8") == FEATURE_WORKFLOW
-    assert load_workflow(paths[0]) == parse_workflow(FEATURE_WORKFLOW)
+    assert SHIPPED_FEATURE_WORKFLOW != FEATURE_WORKFLOW
+    assert paths[0].read_text(encoding="utf-8") == SHIPPED_FEATURE_WORKFLOW
+    shipped = load_workflow(paths[0])
+    assert shipped.stage("quality-gate").inputs == ("openapi-spec.yaml", "tests/", "src/")
+    assert shipped.stages[:3] == parse_workflow(FEATURE_WORKFLOW).stages[:3]
 
 
 def test_load_workflow_reads_a_file_and_names_it_in_errors(tmp_path: Path) -> None:
