@@ -20,10 +20,11 @@ from pathlib import Path
 
 from bench.report import RESULTS_DIR, BenchResult, load_results, print_summary, write_results
 
-BENCHMARKS = ("produce", "consume", "replay", "archive", "roe", "swarm", "webhook")
+BENCHMARKS = ("produce", "consume", "replay", "archive", "roe", "swarm", "webhook", "qits")
 # Produce runs are short and the most sensitive to other load on the machine: more of them.
 DEFAULT_REPEATS = {
-    "produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5, "swarm": 3, "webhook": 3
+    "produce": 5, "consume": 3, "replay": 3, "archive": 3, "roe": 5, "swarm": 3, "webhook": 3,
+    "qits": 2,
 }  # fmt: skip
 
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_archive import bench_archive
     from bench.bench_consume import bench_consume
     from bench.bench_produce import bench_produce, wire_values
+    from bench.bench_qits import bench_qits
     from bench.bench_replay import bench_replay
     from bench.bench_roe import bench_roe
     from bench.bench_swarm import bench_swarm
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.repeats or DEFAULT_REPEATS[name])
 
     began = time.monotonic()
-    # roe, swarm and webhook build their own events: with only those, skip the 200k payloads.
-    payloads = build_payloads(n if set(args.only) - {"roe", "swarm", "webhook"} else 1)
+    # roe, swarm, webhook and qits build their own events: with only those, skip the 200k
+    # payloads.
+    payloads = build_payloads(n if set(args.only) - {"roe", "swarm", "webhook", "qits"} else 1)
     print(f"built {len(payloads):,} AgentTask payloads", flush=True)
     results: list[BenchResult] = []
     failed = False
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "roe": lambda: bench_roe(settings, repeats("roe")),
             "swarm": lambda: bench_swarm(settings, repeats("swarm")),
             "webhook": lambda: bench_webhook(settings, repeats("webhook")),
+            "qits": lambda: bench_qits(settings, repeats("qits")),
         }
         for name in args.only:
             print(f"\n[{name}]", flush=True)

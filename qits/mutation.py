@@ -27,23 +27,43 @@ We use cosmic-ray as a library — its operator catalogue, the positions where a
 operator applies and ``mutate_code`` — and run pytest ourselves, so the test
 subprocess gets the working copy as cwd and ``PYTHONPATH`` (cosmic-ray's own
 runner inherits the caller's cwd) and timeouts are told apart from failures.
+
+Selecting, sampling and hooks (what an adapter such as ``agents.qits.mutants``
+needs):
+
+* ``files`` — shell-style globs matched (:func:`fnmatch.fnmatchcase`) against each
+  source file's POSIX path relative to ``src``; only matching files are mutated.
+  ``*`` also matches ``/``: ``"app.py"`` is the top-level file only, ``"*.py"`` is
+  every file.
+* ``max_mutants`` — at most this many of the planned mutants are run, chosen by
+  :func:`sample_evenly` (spread evenly over the plan, the same ones on every run).
+  The report's ``planned`` and ``sampled`` say how many the plan had and how many
+  were picked (``sampled == total`` once completed).
+* ``pytest_args`` / ``extra_env`` — added to every pytest run, the baseline
+  included; an ``extra_env`` value of None removes that variable.
+* ``prepare_copy`` — called once on each :class:`WorkingCopy` after the sources and
+  tests are copied, before the baseline; it may write files anywhere under
+  ``copy.root``. ``copy.root`` is pytest's cwd and on ``PYTHONPATH`` (after the
+  sources), so a module written there is importable, e.g. as a plugin with
+  ``pytest_args=["-p", "name"]``.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -54,6 +74,7 @@ Outcome = Literal["killed", "survived", "timeout", "error"]
 ALL_GROUPS: tuple[OperatorGroup, ...] = ("arithmetic", "conditional", "logical")
 
 _ARITHMETIC = ("Add", "Sub", "Mul", "Div", "FloorDiv", "Mod", "Pow")
+_T = TypeVar("_T")
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache"}
 
 
@@ -108,7 +129,13 @@ class MutationReport(BaseModel):
     survived: int = 0
     timeout: int = 0
     errors: int = 0
-    total: int = 0
+    total: int = Field(default=0, description="mutants run")
+    planned: int = Field(
+        default=0, description="mutants the operators give in the selected files, before sampling"
+    )
+    sampled: int = Field(
+        default=0, description="mutants picked to run: all planned, or max_mutants of them"
+    )
     survivors: list[Mutant] = Field(default_factory=list)
     errored: list[Mutant] = Field(default_factory=list)
     operators: list[OperatorGroup]
@@ -147,13 +174,23 @@ class _Planned:
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """Where src and tests live inside one working copy, and how pytest finds them."""
+class WorkingCopy:
+    """One working copy: where the copied sources and tests live, and how pytest finds them.
+
+    ``root`` is pytest's cwd and rootdir; ``src`` is the copied ``src`` (a directory, or
+    the file inside its copied folder); ``tests`` the copied tests directory;
+    ``pythonpath`` goes in front of ``PYTHONPATH``: the copied package's parent (or the
+    copied folder itself when it is a plain folder of modules), then ``root``.
+    """
 
     root: Path
     src: Path
     tests: Path
     pythonpath: tuple[Path, ...]
+
+
+PrepareCopy = Callable[[WorkingCopy], None]
+"""Called once on each working copy before any pytest run there (see the module docstring)."""
 
 
 def _python_files(src: Path) -> list[Path]:
@@ -180,8 +217,18 @@ def _operator_names(groups: Sequence[OperatorGroup]) -> list[tuple[str, Operator
     return chosen
 
 
-def plan_mutants(src: Path, groups: Sequence[OperatorGroup] = ALL_GROUPS) -> list[_Planned]:
-    """Every (file, operator, occurrence) the chosen operator groups can mutate under ``src``."""
+def plan_mutants(
+    src: Path,
+    groups: Sequence[OperatorGroup] = ALL_GROUPS,
+    *,
+    files: Sequence[str] | None = None,
+) -> list[_Planned]:
+    """Every (file, operator, occurrence) the chosen operator groups can mutate under ``src``.
+
+    ``files``: only source files whose POSIX path relative to ``src`` (to its folder when
+    ``src`` is a file) matches one of these globs (:func:`fnmatch.fnmatchcase`); all by
+    default.
+    """
     from cosmic_ray.ast import ast_nodes, get_ast
     from cosmic_ray.plugins import get_operator
 
@@ -189,6 +236,9 @@ def plan_mutants(src: Path, groups: Sequence[OperatorGroup] = ALL_GROUPS) -> lis
     operators = [(name, group, get_operator(name)()) for name, group in _operator_names(groups)]
     planned: list[_Planned] = []
     for path in _python_files(src):
+        rel = path.relative_to(base).as_posix()
+        if files is not None and not any(fnmatch.fnmatchcase(rel, g) for g in files):
+            continue
         tree = get_ast(path.read_text(encoding="utf-8"))
         nodes = list(ast_nodes(tree))
         for name, group, operator in operators:
@@ -202,7 +252,17 @@ def plan_mutants(src: Path, groups: Sequence[OperatorGroup] = ALL_GROUPS) -> lis
     return planned
 
 
-def _make_copy(src: Path, tests: Path, root: Path) -> _Layout:
+def sample_evenly(items: Sequence[_T], limit: int | None) -> list[_T]:
+    """At most ``limit`` of ``items`` (all when None), evenly spread from the first one on,
+    always the same ones for the same input."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    if limit <= 0:
+        return []
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def _make_copy(src: Path, tests: Path, root: Path) -> WorkingCopy:
     """Copy src and tests under ``root``; sources on PYTHONPATH the way an install would."""
     src_home, tests_home = root / "src", root / "tests_root"
     ignore = shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc")
@@ -216,7 +276,8 @@ def _make_copy(src: Path, tests: Path, root: Path) -> _Layout:
     is_package = (folder / "__init__.py").exists()
     path_entry = src_home if is_package else src_home / folder.name
     (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    return _Layout(root, copied_src, tests_home / tests.name, (path_entry,))
+    # root last: a module prepare_copy writes there imports even under PYTHONSAFEPATH.
+    return WorkingCopy(root, copied_src, tests_home / tests.name, (path_entry, root))
 
 
 @dataclass(frozen=True)
@@ -224,13 +285,19 @@ class _Runner:
     python: str
     extra_args: tuple[str, ...]
     load_plugins: bool
+    extra_env: tuple[tuple[str, str | None], ...] = ()
 
 
 def _run_pytest(
-    layout: _Layout, timeout_s: float | None, runner: _Runner
+    layout: WorkingCopy, timeout_s: float | None, runner: _Runner
 ) -> tuple[int | None, str]:
     """Run pytest on the copy; returns (exit code or None on timeout, output)."""
     env = dict(os.environ)
+    for name, value in runner.extra_env:
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     if not runner.load_plugins:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # ~1 s less per run with many plugins
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a mutant written within the same second must recompile
@@ -281,7 +348,7 @@ def _change(original: str, mutated: str, line: int) -> str:
     return "(see diff)"
 
 
-def _run_one(planned: _Planned, layout: _Layout, timeout_s: float, runner: _Runner) -> Mutant:
+def _run_one(planned: _Planned, layout: WorkingCopy, timeout_s: float, runner: _Runner) -> Mutant:
     from cosmic_ray.mutating import mutate_code
     from cosmic_ray.plugins import get_operator
 
@@ -342,6 +409,11 @@ def run_mutation_test(
     pytest_args: Sequence[str] = (),
     load_plugins: bool = True,
     on_progress: ProgressCallback | None = None,
+    files: Sequence[str] | None = None,
+    max_mutants: int | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
+    prepare_copy: PrepareCopy | None = None,
+    baseline_timeout_s: float | None = None,
 ) -> MutationReport:
     """Mutate ``src`` with the chosen operator groups and run the ``tests`` against each mutant.
 
@@ -352,6 +424,13 @@ def run_mutation_test(
     every pytest run; ``load_plugins=False`` sets ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``,
     much faster when the tests need no plugin. ``on_progress`` is called after
     each mutant.
+
+    ``files`` (globs relative to ``src``) limits the files mutated, ``max_mutants``
+    (≥ 1, all by default) the mutants run, sampled with :func:`sample_evenly`;
+    ``extra_env`` is set in every pytest run's environment (None removes a variable);
+    ``prepare_copy`` is called on each working copy before the baseline (see the
+    module docstring). ``baseline_timeout_s`` bounds the unmutated run (unbounded by
+    default); running past it reports ``baseline_failed``.
     """
     src, tests = Path(src).resolve(), Path(tests).resolve()
     if not src.exists():
@@ -362,7 +441,16 @@ def run_mutation_test(
         raise QualityToolError(
             "no mutation operators chosen — use arithmetic, conditional, logical"
         )
-    runner = _Runner(python or sys.executable, tuple(pytest_args), load_plugins)
+    if max_mutants is not None and max_mutants < 1:
+        raise QualityToolError(
+            f"max_mutants must be at least 1 (or None for all), not {max_mutants}"
+        )
+    runner = _Runner(
+        python or sys.executable,
+        tuple(pytest_args),
+        load_plugins,
+        tuple((extra_env or {}).items()),
+    )
     groups = list(dict.fromkeys(operators))
     started = time.monotonic()
 
@@ -379,16 +467,22 @@ def run_mutation_test(
 
     with tempfile.TemporaryDirectory(prefix="qits-mutation-") as tmp:
         layouts = [_make_copy(src, tests, Path(tmp) / f"w{i}") for i in range(max(1, workers))]
+        if prepare_copy is not None:
+            for layout in layouts:
+                prepare_copy(layout)
         t0 = time.monotonic()
-        code, out = _run_pytest(layouts[0], None, runner)
+        code, out = _run_pytest(layouts[0], baseline_timeout_s, runner)
         baseline_s = time.monotonic() - t0
+        if code is None:
+            out = f"the unmutated test run took longer than {baseline_timeout_s} s"
         if code != 0:
             return report(status="baseline_failed", score=None, baseline_output=_tail(out))
-        planned = plan_mutants(src, groups)
+        planned = plan_mutants(src, groups, files=files)
         if not planned:
             return report(status="no_mutants", score=None)
+        chosen = sample_evenly(planned, max_mutants)
         limit = timeout_s if timeout_s is not None else baseline_s * 4 + 5
-        results = list(_execute(planned, layouts, limit, runner, on_progress))
+        results = list(_execute(chosen, layouts, limit, runner, on_progress))
 
     counts = {
         o: sum(1 for m in results if m.outcome == o)
@@ -404,6 +498,8 @@ def run_mutation_test(
         timeout=counts["timeout"],
         errors=counts["error"],
         total=len(results),
+        planned=len(planned),
+        sampled=len(chosen),
         survivors=[m for m in results if m.outcome == "survived"],
         errored=[m for m in results if m.outcome == "error"],
     )
@@ -411,12 +507,12 @@ def run_mutation_test(
 
 def _execute(
     planned: list[_Planned],
-    layouts: list[_Layout],
+    layouts: list[WorkingCopy],
     timeout_s: float,
     runner: _Runner,
     on_progress: ProgressCallback | None,
 ) -> Iterator[Mutant]:
-    free: Queue[_Layout] = Queue()
+    free: Queue[WorkingCopy] = Queue()
     for layout in layouts:
         free.put(layout)
 

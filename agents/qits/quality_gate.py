@@ -41,12 +41,13 @@ from pydantic import Field
 from agents.qits.api_builder import SRC_ARTIFACT
 from agents.qits.base import QitsAgent, QitsPolicy
 from agents.qits.inputs import QitsInput
-from agents.qits.mutants import SampledMutation, run_http_mutation
+from agents.qits.mutants import run_http_mutation
 from agents.qits.serving import BUILT_API_CREDENTIALS, TestRun, run_http_tests
 from agents.qits.test_generator import TESTS_ARTIFACT
 from agents.runtime.agent import AgentFault, TaskOutcome
 from qits.coverage import CoverageReport, serve_under_coverage
 from qits.gate import Check, GateThresholds, evaluate_gate
+from qits.mutation import MutationReport
 from qits.security import SecurityReport, security_scan
 
 __all__ = [
@@ -110,7 +111,7 @@ class QualityGateEnforcerAgent(QitsAgent[QualityGatePolicy]):
             if policy.max_mutants and run.ok
             else None
         )
-        score = mutation.report.score if mutation else None
+        score = mutation.score if mutation else None
         security = security_scan([src], severity="low")
         lint = lint_violations(src, policy.lint_select)
         gate = evaluate_gate(
@@ -143,7 +144,7 @@ class QualityGateEnforcerAgent(QitsAgent[QualityGatePolicy]):
         if mutation is not None:
             metrics["mutants_planned"] = float(mutation.planned)
             metrics["mutants_sampled"] = float(mutation.sampled)
-            metrics["mutants_survived"] = float(mutation.report.survived)
+            metrics["mutants_survived"] = float(mutation.survived)
             if score is not None:
                 metrics["mutation_score"] = score
         failed = [c for c in checks if not c.passed]
@@ -156,7 +157,7 @@ class QualityGateEnforcerAgent(QitsAgent[QualityGatePolicy]):
                     "checks": [c.model_dump() for c in checks],
                     "metrics": metrics,
                     "test_failures": run.failures,
-                    "mutation": mutation.report.model_dump(mode="json") if mutation else None,
+                    "mutation": mutation.model_dump(mode="json") if mutation else None,
                     "security": security.model_dump(mode="json"),
                     "lint": lint,
                 },
@@ -207,7 +208,7 @@ def _describe(check: Check) -> str:
 def _markdown(
     checks: list[Check],
     run: TestRun,
-    mutation: SampledMutation | None,
+    mutation: MutationReport | None,
     security: SecurityReport,
     lint: list[str],
     policy: QualityGatePolicy,
@@ -233,10 +234,10 @@ def _markdown(
     else:
         lines += [
             "",
-            f"Mutation: {mutation.report.summary} (sampled {mutation.sampled} of "
+            f"Mutation: {mutation.summary} (sampled {mutation.sampled} of "
             f"{mutation.planned} planned in {', '.join(policy.mutate)}).",
         ]
-        for m in mutation.report.survivors[:10]:
+        for m in mutation.survivors[:10]:
             lines.append(f"- survived: `{m.file}:{m.line}` `{m.change}`")
     lines += ["", f"Security: {len(security.findings)} finding(s), {security.critical} critical."]
     for f in security.findings[:10]:

@@ -40,6 +40,7 @@ from agents.qits import (
 from agents.runtime.agent import Agent
 from agents.runtime.inprocess import serving
 from buildkit.catalog import default_catalog
+from buildkit.contracts.events import ActionKind
 from buildkit.contracts.roe import WorkflowEvent, WorkflowEventKind
 from buildkit.serde import SerdeRegistry
 from buildkit.settings import Settings
@@ -142,7 +143,7 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
         followed = _follow(tail, serde, set(expected), console, timeout_s)
         for mr_run, verdict in expected.items():
             ok &= _verdict(console, mr_run, followed.ends.get(mr_run), verdict)
-        _show_actions(settings, console, set(expected))
+        _show_actions(settings, console, {run_id, *expected})
     finally:
         stop.set()
         worker.join(20)
@@ -275,15 +276,18 @@ def _verdict(
 
 
 def _show_actions(settings: Settings, console: Console, run_ids: set[str]) -> None:
-    """The GitLab actions the governors asked for: recorded on bar.gitlab.actions, for
-    the sink to run once BAR_GITLAB_URL and BAR_GITLAB_TOKEN are set."""
+    """The GitLab actions the runs' agents asked for (the quality gate's report on the
+    issue, the governors' statuses and notes): recorded on bar.gitlab.actions, for the
+    sink to run once BAR_GITLAB_URL and BAR_GITLAB_TOKEN are set."""
     from connectors.gitlab.actions_view import list_actions
 
     rows = [row for row in list_actions(settings) if row.action.run_id in run_ids]
     table = Table("run", "by", "action", "target", "what", title="GitLab actions recorded")
     for row in rows:
         action = row.action
-        target = f"!{action.target_iid}" if action.target_iid else (action.sha or "")[:8]
+        on_issue = action.kind is ActionKind.ISSUE_NOTE or action.target == "issue"
+        mark = "#" if on_issue else "!"
+        target = f"{mark}{action.target_iid}" if action.target_iid else (action.sha or "")[:8]
         what = action.state or (action.body or "").splitlines()[0].lstrip("# ").replace("*", "")
         table.add_row(
             f"…{(action.run_id or '')[-6:]}", action.requested_by, action.kind.value, target, what

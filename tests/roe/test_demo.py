@@ -54,7 +54,9 @@ def test_gitlab_deliveries_start_the_workflows_and_the_feature_passes_its_gate(
     assert text.count("(as expected)") == 3
     assert "STAGE_FAILED         branch-policy" in text
     assert "quick-fix` matches none of the allowed patterns" in text
-    assert "8 action(s) recorded" in text
+    # Per merge request a status and a note from each governor; on the issue, the report.
+    assert "9 action(s) recorded" in text
+    assert re.search(r"quality-gate-enforcer\s+│ ISSUE_NOTE\s+│ #123", text), text
 
 
 def test_without_the_webhook_the_demo_says_how_to_start_it(settings: Settings) -> None:
