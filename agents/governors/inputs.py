@@ -21,12 +21,12 @@ not silently check the wrong thing.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.runtime.agent import AgentFault
+from agents.runtime.parameters import json_object, task_parameters, validated
 from buildkit.contracts.events import AgentTask
 
 __all__ = [
@@ -108,14 +108,7 @@ class GovernorInput(BaseModel):
 def parse_task(task: AgentTask) -> GovernorInput:
     """The :class:`GovernorInput` of ``task``; a ``governor.bad_input`` fault naming the
     field when the parameters are not usable."""
-    try:
-        params = json.loads(task.parameters_json or "{}")
-    except ValueError as exc:
-        raise AgentFault(BAD_INPUT, f"parameters_json is not JSON: {exc}") from exc
-    if not isinstance(params, dict):
-        raise AgentFault(
-            BAD_INPUT, f"parameters_json must be a JSON object, got {type(params).__name__}"
-        )
+    params = task_parameters(task, BAD_INPUT)
     fields: dict[str, Any] = {}
     event = _event(params)
     if event is not None:
@@ -132,13 +125,7 @@ def parse_task(task: AgentTask) -> GovernorInput:
             BAD_INPUT, f"unknown parameter(s) {', '.join(unknown)} (allowed: {allowed})"
         )
     fields.update({k: v for k, v in params.items() if k in GovernorInput.model_fields})
-    try:
-        return GovernorInput.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f'"{".".join(str(p) for p in e["loc"])}": {e["msg"]}' for e in exc.errors()
-        )
-        raise AgentFault(BAD_INPUT, f"parameter {problems}") from exc
+    return validated(GovernorInput, fields, BAD_INPUT)
 
 
 def _event(params: dict[str, Any]) -> dict[str, Any] | None:
@@ -147,18 +134,7 @@ def _event(params: dict[str, Any]) -> dict[str, Any] | None:
     workflow_inputs = params.get("workflow_inputs")
     if raw is None and isinstance(workflow_inputs, dict):
         raw = workflow_inputs.get("gitlab.event")
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise AgentFault(BAD_INPUT, f'"gitlab.event" is not JSON: {exc}') from exc
-    if not isinstance(raw, dict):
-        raise AgentFault(
-            BAD_INPUT, f'"gitlab.event" must be a JSON object, got {type(raw).__name__}'
-        )
-    return raw
+    return json_object(raw, "gitlab.event", BAD_INPUT)
 
 
 def _dict(value: Any) -> dict[str, Any]:

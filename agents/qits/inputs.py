@@ -16,14 +16,14 @@ listing the accepted ones: a typo must not silently check the wrong thing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.qits.artifacts import ArtifactError, ArtifactStore
 from agents.runtime.agent import ActionRequest, AgentFault
+from agents.runtime.parameters import json_object, task_parameters, validated
 from buildkit.contracts.events import ActionKind, AgentTask
 
 __all__ = ["BAD_INPUT", "INPUT_MISSING", "QitsInput", "parse_task"]
@@ -105,14 +105,7 @@ class QitsInput(BaseModel):
 def parse_task(task: AgentTask) -> QitsInput:
     """The :class:`QitsInput` of ``task``; a ``qits.bad_input`` fault naming the field
     when the parameters are not usable."""
-    try:
-        params = json.loads(task.parameters_json or "{}")
-    except ValueError as exc:
-        raise AgentFault(BAD_INPUT, f"parameters_json is not JSON: {exc}") from exc
-    if not isinstance(params, dict):
-        raise AgentFault(
-            BAD_INPUT, f"parameters_json must be a JSON object, got {type(params).__name__}"
-        )
+    params = task_parameters(task, BAD_INPUT)
     direct = set(QitsInput.model_fields) - _DERIVED
     unknown = sorted(set(params) - _ENVELOPE - direct)
     if unknown:
@@ -123,7 +116,7 @@ def parse_task(task: AgentTask) -> QitsInput:
     workflow_inputs = params.get("workflow_inputs") or {}
     if not isinstance(workflow_inputs, dict):
         raise AgentFault(BAD_INPUT, '"workflow_inputs" must be a JSON object')
-    event = _event(workflow_inputs.get("gitlab.event"))
+    event = json_object(workflow_inputs.get("gitlab.event"), "gitlab.event", BAD_INPUT)
     attrs = event.get("object_attributes") if event else None
     attrs = attrs if isinstance(attrs, dict) else {}
     project = event.get("project") if event else None
@@ -141,23 +134,4 @@ def parse_task(task: AgentTask) -> QitsInput:
         "spec": workflow_inputs.get("spec"),
     }
     fields.update({k: v for k, v in params.items() if k in direct})
-    try:
-        return QitsInput.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f'"{".".join(str(p) for p in e["loc"])}": {e["msg"]}' for e in exc.errors()
-        )
-        raise AgentFault(BAD_INPUT, f"parameter {problems}") from exc
-
-
-def _event(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise AgentFault(BAD_INPUT, f'"gitlab.event" is not JSON: {exc}') from exc
-    if not isinstance(raw, dict):
-        raise AgentFault(BAD_INPUT, f'"gitlab.event" must be a JSON object, not {type(raw)}')
-    return raw
+    return validated(QitsInput, fields, BAD_INPUT)
