@@ -50,13 +50,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from kubernetes.client import models
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from buildkit.dev.procs import free_port, wait_until
+from tests.helpers.http_double import HttpDouble
 
 _LIST_TYPE = re.compile(r"^(?:List\[(.+)\]|list\[(.+)\])$")
 _DICT_TYPE = re.compile(r"^(?:Dict\[str, (.+)\]|dict\(str, (.+)\))$")
@@ -177,10 +176,13 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-class KubernetesApiDouble:
+class KubernetesApiDouble(HttpDouble):
     """The double; ``with KubernetesApiDouble(token="t") as api:`` serves at ``api.url``."""
 
+    service = "Kubernetes API double"
+
     def __init__(self, token: str | None = None) -> None:
+        super().__init__()
         self.token = token
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -190,38 +192,8 @@ class KubernetesApiDouble:
         self._owner: dict[tuple[str, str], str] = {}
         self._versions = itertools.count(1)
         self._random = random.Random()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> KubernetesApiDouble:
-        """Serve on a free port of 127.0.0.1 until :meth:`stop`."""
-        port = free_port()
-        config = uvicorn.Config(
-            self._app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=server.run, name="k8s-api-double", daemon=True)
-        self._thread.start()
-        if not wait_until(lambda: server.started, 10):
-            raise RuntimeError(f"the Kubernetes API double did not start on port {port}")
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-
-    def __enter__(self) -> KubernetesApiDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what tests look at ---------------------------------------------------------
 

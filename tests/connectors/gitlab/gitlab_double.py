@@ -48,12 +48,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from buildkit.dev.procs import free_port, wait_until
+from tests.helpers.http_double import HttpDouble
 
 _EVENTS = {
     "pending": "enqueue",
@@ -134,47 +133,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class GitLabDouble:
+class GitLabDouble(HttpDouble):
     """The double; ``with GitLabDouble(token="t") as gitlab:`` serves at ``gitlab.url``."""
 
+    service = "GitLab double"
+
     def __init__(self, token: str = "glpat-double") -> None:
+        super().__init__()
         self.token = token
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self.projects: dict[int, Project] = {}
         self._ids = itertools.count(1000)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> GitLabDouble:
-        """Serve on a free port of 127.0.0.1 until :meth:`stop`."""
-        port = free_port()
-        config = uvicorn.Config(
-            self._app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=server.run, name="gitlab-double", daemon=True)
-        self._thread.start()
-        if not wait_until(lambda: server.started, 10):
-            raise RuntimeError(f"the GitLab double did not start on port {port}")
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-
-    def __enter__(self) -> GitLabDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- set up and look -------------------------------------------------------------
     def add_project(
