@@ -59,6 +59,7 @@ from streams.roe.spec import builtin_workflows, load_workflow
 from streams.roe.triggers import run_id_for
 
 K = WorkflowEventKind
+RESULTS = "bar.tasks.results"
 FEATURE = "feature-development-workflow@0.1.0"
 MR_GOVERNANCE = "merge-request-governance@0.1.0"
 _STYLE = {
@@ -143,6 +144,9 @@ def run_roe_demo(settings: Settings, console: Console, *, timeout_s: float = 60)
         followed = _follow(tail, serde, set(expected), console, timeout_s)
         for mr_run, verdict in expected.items():
             ok &= _verdict(console, mr_run, followed.ends.get(mr_run), verdict)
+        # A run fails as soon as one stage does; its other stages' tasks still finish
+        # and ask for their actions, which land before their results.
+        _await_results(settings, followed.tasks, timeout_s)
         _show_actions(settings, console, {run_id, *expected})
     finally:
         stop.set()
@@ -162,6 +166,7 @@ class _Followed:
     durations: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    tasks: set[str] = field(default_factory=set)
 
 
 def _follow(
@@ -183,6 +188,8 @@ def _follow(
         elapsed = time.monotonic() - began
         if ev.kind is K.STAGE_DISPATCHED and ev.stage:
             stage_started[ev.stage] = elapsed
+            if ev.task_id:
+                out.tasks.add(ev.task_id)
         if ev.kind is K.STAGE_SUCCEEDED and ev.stage:
             out.durations[ev.stage] = elapsed - stage_started.get(ev.stage, elapsed)
             out.metrics[ev.stage] = dict(ev.metrics)
@@ -273,6 +280,23 @@ def _verdict(
         f"  run {run_id}: {ended.value if ended else 'did not finish'} ({mark}); {replay}"
     )
     return ok
+
+
+def _await_results(settings: Settings, task_ids: set[str], timeout_s: float) -> None:
+    """Wait until every task in ``task_ids`` has a result on bar.tasks.results."""
+    from buildkit.replay import BrokerReplay, parse_bound
+
+    serde = SerdeRegistry(settings, default_catalog()).for_topic(RESULTS)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        replay = BrokerReplay(settings, RESULTS, parse_bound(None), parse_bound(None))
+        try:
+            answered = {getattr(serde.decode(r.value), "task_id", None) for r in replay.records()}
+        finally:
+            replay.close()
+        if task_ids <= answered:
+            return
+        time.sleep(0.5)
 
 
 def _show_actions(settings: Settings, console: Console, run_ids: set[str]) -> None:
